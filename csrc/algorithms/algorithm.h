@@ -1,0 +1,73 @@
+// What every algorithm gets: a transport, the collective's identity (pg, seq)
+// for tags and errors, a deadline, and a scratch buffer owned by the process
+// group. Algorithms know nothing of torch; data is (pointer, count, dtype).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/error.h"
+#include "common/tag.h"
+#include "transport/transport.h"
+
+namespace distx {
+
+struct CollectiveContext {
+  Transport& transport;
+  uint32_t pg = 0;
+  uint32_t seq = 0;
+  Deadline deadline;
+  size_t chunkBytes = 256 * 1024;
+  std::vector<uint8_t>* scratch = nullptr;  // reused across calls; may be null
+
+  int rank() const { return transport.rank(); }
+  int size() const { return transport.size(); }
+
+  RequestPtr send(int dst, uint64_t slot, const void* buf, size_t bytes) {
+    return transport.send(dst, tag::make(tag::Kind::kCollective, pg, seq, rank(), slot), buf, bytes);
+  }
+  RequestPtr recv(int src, uint64_t slot, void* buf, size_t bytes) {
+    return transport.recv(src, tag::make(tag::Kind::kCollective, pg, seq, src, slot), tag::kFullMask,
+                          buf, bytes);
+  }
+  void wait(Request& req, const char* what, int peer) {
+    transport.wait(req, deadline, detail::concat(what, " rank ", peer));
+  }
+  // Scratch space of at least `bytes`, valid until the next call.
+  uint8_t* scratchBytes(size_t bytes);
+};
+
+// Even split of `count` elements into `parts` segments (the first count % parts
+// segments get one extra element).
+struct Segments {
+  size_t count;
+  int parts;
+  size_t size(int i) const { return count / parts + (static_cast<size_t>(i) < count % parts ? 1 : 0); }
+  size_t offset(int i) const {
+    const size_t base = count / parts, rem = count % parts;
+    return base * i + std::min(static_cast<size_t>(i), rem);
+  }
+};
+
+inline int mod(int a, int n) { return ((a % n) + n) % n; }
+
+// --- the algorithms (one file each) ---------------------------------------
+
+// allreduce_ring.cpp: in place over data[count].
+void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op);
+
+// allgather_ring.cpp: blocks[r] is rank r's block of blockBytes; this rank's
+// own block must already hold its input.
+void allgatherRing(CollectiveContext& ctx, const std::vector<void*>& blocks, size_t blockBytes);
+
+// broadcast_tree.cpp: binomial tree from `root`, chunk-pipelined.
+void broadcastTree(CollectiveContext& ctx, void* data, size_t bytes, int root);
+
+// barrier_dissemination.cpp: ceil(log2 P) rounds of 1-byte messages.
+void barrierDissemination(CollectiveContext& ctx);
+
+}  // namespace distx

@@ -1,0 +1,50 @@
+#include "common/env.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "common/error.h"
+
+namespace distx::env {
+namespace {
+
+std::string get(const char* name, const char* def) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : std::string(def);
+}
+
+}  // namespace
+
+const std::vector<Var>& all() {
+  static const std::vector<Var> vars = {
+      {"DISTX_LOG_LEVEL", "warn", "error | warn | info | debug; every line is prefixed with rank and group"},
+      {"DISTX_CHUNK_BYTES", "262144", "pipelining chunk of the ring algorithms, in bytes (>= 4096)"},
+      {"DISTX_ALGO", "", "force the all-reduce algorithm: ring (empty = choose by message size)"},
+  };
+  return vars;
+}
+
+int logLevel() {
+  static const int level = [] {
+    const std::string v = get("DISTX_LOG_LEVEL", "warn");
+    if (v == "error") return 0;
+    if (v == "warn" || v == "warning") return 1;
+    if (v == "info") return 2;
+    if (v == "debug") return 3;
+    throw InvalidArgument("DISTX_LOG_LEVEL must be one of error, warn, info, debug; got '" + v + "'");
+  }();
+  return level;
+}
+
+size_t chunkBytes() {
+  const std::string v = get("DISTX_CHUNK_BYTES", "262144");
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  DISTX_CHECK(end && *end == '\0' && n >= 4096 && n <= (1ll << 30), InvalidArgument,
+              "DISTX_CHUNK_BYTES must be an integer between 4096 and 2^30; got '", v, "'");
+  return static_cast<size_t>(n);
+}
+
+std::string forcedAlgorithm() { return get("DISTX_ALGO", ""); }
+
+}  // namespace distx::env

@@ -1,0 +1,30 @@
+// The one table of DISTX_* environment variables. Each is read once, validated,
+// and documented here and in the README; a bad value raises at process-group
+// creation instead of being ignored.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace distx::env {
+
+struct Var {
+  const char* name;
+  const char* defaultValue;
+  const char* help;
+};
+
+// All variables distx reads, for `python -m torch_distx.info` and the README.
+const std::vector<Var>& all();
+
+// DISTX_LOG_LEVEL: error | warn | info | debug (default warn).
+int logLevel();
+
+// DISTX_CHUNK_BYTES: pipelining chunk of the ring algorithms (default 262144).
+size_t chunkBytes();
+
+// DISTX_ALGO: force an all-reduce algorithm by name ("" = choose by size).
+std::string forcedAlgorithm();
+
+}  // namespace distx::env

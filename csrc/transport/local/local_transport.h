@@ -1,0 +1,63 @@
+// In-memory transport: P ranks as P threads of one process, for unit tests.
+// A shared Fabric holds one mailbox per rank; send() copies the payload into
+// the receiver's matching posted buffer or queues it as unexpected. Fault
+// injection: Fabric::kill(rank) fails every wait involving that rank.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "transport/transport.h"
+
+namespace distx {
+
+class LocalFabric;
+
+class LocalTransport final : public Transport {
+ public:
+  LocalTransport(std::shared_ptr<LocalFabric> fabric, int rank);
+  int rank() const override { return rank_; }
+  int size() const override;
+  RequestPtr send(int dst, uint64_t tag, const void* buf, size_t bytes) override;
+  RequestPtr recv(int src, uint64_t tag, uint64_t mask, void* buf, size_t bytes) override;
+  void wait(Request& req, Deadline deadline, const std::string& what) override;
+  void abort(const std::string& reason) override;
+
+ private:
+  std::shared_ptr<LocalFabric> fabric_;
+  int rank_;
+};
+
+class LocalFabric : public std::enable_shared_from_this<LocalFabric> {
+ public:
+  explicit LocalFabric(int size);
+  int size() const { return static_cast<int>(boxes_.size()); }
+  std::unique_ptr<LocalTransport> transport(int rank) { return std::make_unique<LocalTransport>(shared_from_this(), rank); }
+  // Marks `rank` dead: waits on messages from or to it fail with PeerFailure.
+  void kill(int rank);
+
+ struct State;  // one posted or completed request (defined in the .cpp)
+
+ private:
+  friend class LocalTransport;
+  struct Message {
+    uint64_t tag;
+    int src;
+    std::vector<uint8_t> payload;
+  };
+  struct Box {
+    std::list<std::shared_ptr<State>> posted;
+    std::deque<Message> unexpected;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Box> boxes_;
+  std::vector<bool> dead_;
+  std::vector<std::string> aborted_;  // per rank; non-empty = aborted
+};
+
+}  // namespace distx
