@@ -1,0 +1,135 @@
+// ProcessGroupDistx collectives on CPU tensors: check arguments on the
+// caller's thread (typed Python errors), then queue a job that runs the
+// algorithm on contiguous buffers and writes results in place.
+#include <c10/util/Exception.h>
+
+#include "algorithms/select.h"
+#include "backend/process_group_distx.hpp"
+#include "backend/tensor_checks.hpp"
+#include "common/env.h"
+
+namespace distx {
+namespace {
+
+// A contiguous tensor to work on: `t` itself, or a copy written back later.
+struct Contig {
+  at::Tensor user;
+  at::Tensor buf;
+  explicit Contig(const at::Tensor& t) : user(t), buf(t.is_contiguous() ? t : t.contiguous()) {}
+  void writeBack() {
+    if (!buf.is_same(user)) user.copy_(buf);
+  }
+};
+
+void runAllreduce(CollectiveContext& ctx, at::Tensor& buf, const ReduceSpec& spec) {
+  if (spec.preMul) buf.mul_(spec.factor);
+  const DType dt = toDType(buf.scalar_type(), "all_reduce");
+  const size_t bytes = static_cast<size_t>(buf.numel()) * dtypeSize(dt);
+  const auto choice = selectAllreduce(bytes, ctx.size(), env::forcedAlgorithm());
+  choice.fn(ctx, buf.data_ptr(), static_cast<size_t>(buf.numel()), dt, spec.op);
+}
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce(std::vector<at::Tensor>& tensors,
+                                                            const c10d::AllreduceOptions& opts) {
+  const at::Tensor& t = singleTensor(tensors, "all_reduce");
+  const ReduceSpec spec = toReduceOp(opts.reduceOp, t.scalar_type(), "all_reduce");
+  return enqueue(c10d::OpType::ALLREDUCE, "all_reduce", opts.timeout, {t}, [t, spec](CollectiveContext& ctx) {
+    Contig c(t);
+    runAllreduce(ctx, c.buf, spec);
+    c.writeBack();
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(std::vector<at::Tensor>& tensors,
+                                                                      const c10d::AllreduceCoalescedOptions& opts) {
+  TORCH_CHECK_VALUE(!tensors.empty(), "distx all_reduce_coalesced: got no tensors");
+  checkTensor(tensors[0], "all_reduce_coalesced");
+  for (const auto& t : tensors) {
+    checkTensor(t, "all_reduce_coalesced");
+    TORCH_CHECK_TYPE(t.scalar_type() == tensors[0].scalar_type(),
+                     "distx all_reduce_coalesced: all tensors must have one dtype, got ", t.scalar_type(), " and ",
+                     tensors[0].scalar_type());
+  }
+  const ReduceSpec spec = toReduceOp(opts.reduceOp, tensors[0].scalar_type(), "all_reduce_coalesced");
+  std::vector<at::Tensor> ts = tensors;
+  return enqueue(c10d::OpType::ALLREDUCE_COALESCED, "all_reduce_coalesced", opts.timeout, ts,
+                 [ts, spec](CollectiveContext& ctx) {
+                   std::vector<at::Tensor> flat;
+                   for (const auto& t : ts) flat.push_back(t.reshape({-1}));
+                   at::Tensor buf = at::cat(flat);
+                   runAllreduce(ctx, buf, spec);
+                   int64_t off = 0;
+                   for (const auto& t : ts) {
+                     t.copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));
+                     off += t.numel();
+                   }
+                 });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::broadcast(std::vector<at::Tensor>& tensors,
+                                                            const c10d::BroadcastOptions& opts) {
+  const at::Tensor& t = singleTensor(tensors, "broadcast");
+  TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < size_, "distx broadcast: root rank ", opts.rootRank,
+                    " is outside 0..", size_ - 1);
+  TORCH_CHECK_VALUE(opts.rootTensor == 0, "distx broadcast: rootTensor must be 0");
+  const int root = static_cast<int>(opts.rootRank);
+  return enqueue(c10d::OpType::BROADCAST, "broadcast", opts.timeout, {t}, [t, root](CollectiveContext& ctx) {
+    Contig c(t);
+    broadcastTree(ctx, c.buf.data_ptr(), c.buf.nbytes(), root);
+    c.writeBack();
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                                            std::vector<at::Tensor>& inputs,
+                                                            const c10d::AllgatherOptions& opts) {
+  const at::Tensor& in = singleTensor(inputs, "all_gather");
+  TORCH_CHECK_VALUE(outputs.size() == 1, "distx all_gather: expected one output list, got ", outputs.size());
+  auto outs = outputs[0];
+  TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == size_, "distx all_gather: the output list has ", outs.size(),
+                    " tensors but the group has ", size_, " ranks");
+  checkSameTypeAndSize(outs, in, "all_gather");
+  const int r = rank_;
+  return enqueue(c10d::OpType::ALLGATHER, "all_gather", opts.timeout, outs, [in, outs, r](CollectiveContext& ctx) {
+    std::vector<Contig> cs;
+    std::vector<void*> blocks;
+    for (const auto& o : outs) cs.emplace_back(o);
+    for (auto& c : cs) blocks.push_back(c.buf.data_ptr());
+    cs[r].buf.view({-1}).copy_(in.reshape({-1}));
+    allgatherRing(ctx, blocks, in.nbytes());
+    for (auto& c : cs) c.writeBack();
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(at::Tensor& output, at::Tensor& input,
+                                                                  const c10d::AllgatherOptions& opts) {
+  checkTensor(input, "all_gather_into_tensor");
+  checkTensor(output, "all_gather_into_tensor");
+  TORCH_CHECK_TYPE(output.scalar_type() == input.scalar_type(), "distx all_gather_into_tensor: output dtype ",
+                   output.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK_VALUE(output.numel() == input.numel() * size_, "distx all_gather_into_tensor: output has ",
+                    output.numel(), " elements, expected world size x input = ", input.numel() * size_);
+  const at::Tensor in = input, out = output;
+  const int r = rank_, P = size_;
+  return enqueue(c10d::OpType::_ALLGATHER_BASE, "all_gather_into_tensor", opts.timeout, {out},
+                 [in, out, r, P](CollectiveContext& ctx) {
+                   Contig c(out);
+                   at::Tensor flat = c.buf.view({-1});
+                   at::Tensor mine = flat.narrow(0, r * in.numel(), in.numel());
+                   if (mine.data_ptr() != in.data_ptr()) mine.copy_(in.reshape({-1}));
+                   const size_t block = in.nbytes();
+                   std::vector<void*> blocks;
+                   for (int i = 0; i < P; ++i) blocks.push_back(static_cast<uint8_t*>(c.buf.data_ptr()) + i * block);
+                   allgatherRing(ctx, blocks, block);
+                   c.writeBack();
+                 });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::barrier(const c10d::BarrierOptions& opts) {
+  return enqueue(c10d::OpType::BARRIER, "barrier", opts.timeout, {},
+                 [](CollectiveContext& ctx) { barrierDissemination(ctx); });
+}
+
+}  // namespace distx

@@ -1,0 +1,176 @@
+#include "backend/process_group_distx.hpp"
+
+#include <c10/util/Exception.h>
+
+#include <functional>
+
+#include "algorithms/select.h"
+#include "backend/store_bootstrap.hpp"
+#include "common/env.h"
+#include "common/logging.h"
+#include "transport/ucx/ucx_transport.h"
+
+namespace distx {
+namespace {
+
+// Upper bound on the collective part of shutdown, so a dead peer cannot make
+// destroy_process_group hang for the whole (possibly 30 min) timeout.
+constexpr auto kShutdownCap = std::chrono::seconds(30);
+
+std::chrono::milliseconds effectiveTimeout(std::chrono::milliseconds op, std::chrono::milliseconds group) {
+  return op == c10d::kUnsetTimeout ? group : op;
+}
+
+}  // namespace
+
+ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                     Config config)
+    : c10d::Backend(rank, size),
+      groupName_(config.groupName),
+      pgTag_(static_cast<uint32_t>(std::hash<std::string>{}(config.groupName))),
+      chunkBytes_([] {
+        try {
+          env::logLevel();
+          return env::chunkBytes();
+        } catch (const Error& e) {
+          TORCH_CHECK_VALUE(false, e.what());
+        }
+      }()),
+      timeout_(config.timeout) {
+  TORCH_CHECK_VALUE(size >= 1 && rank >= 0 && rank < size, "distx: invalid rank ", rank, " for world size ", size);
+  try {
+    selectAllreduce(0, size, env::forcedAlgorithm());  // validates DISTX_ALGO now, not at first use
+  } catch (const Error& e) {
+    TORCH_CHECK_VALUE(false, e.what());
+  }
+  bootstrap_ = std::make_unique<StoreBootstrap>(store);
+  try {
+    transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, Clock::now() + timeout_);
+  } catch (const Error& e) {
+    C10_THROW_ERROR(DistBackendError, prefix("init", 0) + " " + e.what());
+  }
+  DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "UCX ", ucx::UcxTransport::version(), ", chunk ", chunkBytes_,
+            " B, timeout ", timeout_.count(), " ms");
+  worker_ = std::thread([this] { workerLoop(); });
+}
+
+ProcessGroupDistx::~ProcessGroupDistx() {
+  if (!shutDown_) {
+    // Destroyed without shutdown(): finish queued work, then tear down without
+    // the collective barriers (peers may already be gone).
+    stopWorker(/*drain=*/true);
+    transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
+  }
+}
+
+std::string ProcessGroupDistx::prefix(const char* opName, uint32_t seq) const {
+  return detail::concat("[distx rank ", rank_, "/", size_, " pg ", groupName_, " ", opName, " seq ", seq, "]");
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, const char* opName,
+                                                          std::chrono::milliseconds timeout,
+                                                          std::vector<at::Tensor> outputs, Job job) {
+  std::unique_lock<std::mutex> lock(mu_);
+  TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
+  const uint64_t seq = ++seq_;
+  auto work = c10::make_intrusive<WorkDistx>(rank_, type, seq, nullptr, std::move(outputs));
+  queue_.push_back({work, std::move(job), static_cast<uint32_t>(seq), opName, effectiveTimeout(timeout, timeout_)});
+  lock.unlock();
+  cv_.notify_one();
+  return work;
+}
+
+void ProcessGroupDistx::workerLoop() {
+  for (;;) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping and drained
+    Queued q = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    run(q);
+  }
+}
+
+void ProcessGroupDistx::run(Queued& q) {
+  CollectiveContext ctx{*transport_};
+  ctx.pg = pgTag_;
+  ctx.seq = q.seq;
+  ctx.deadline = Clock::now() + q.timeout;
+  ctx.chunkBytes = chunkBytes_;
+  ctx.scratch = &scratch_;
+  std::exception_ptr error;
+  try {
+    q.job(ctx);
+  } catch (const Timeout& e) {
+    error = std::make_exception_ptr(c10::DistBackendError(
+        {__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+        prefix(q.opName, q.seq) + " " + e.what() + " after " + std::to_string(q.timeout.count()) +
+            " ms (the peer never joined this collective, is slow, or died)"));
+  } catch (const Error& e) {
+    error = std::make_exception_ptr(
+        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " " + e.what()));
+  } catch (const c10::Error&) {
+    error = std::current_exception();
+  } catch (const std::exception& e) {
+    error = std::make_exception_ptr(
+        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " " + e.what()));
+  }
+  if (error) {
+    DISTX_LOG(LogLevel::kError, prefix(q.opName, q.seq), "failed");
+    q.work->finishError(error);
+  } else {
+    q.work->finishOk();
+  }
+}
+
+void ProcessGroupDistx::stopWorker(bool drain) {
+  std::deque<Queued> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    if (!drain) dropped.swap(queue_);
+  }
+  cv_.notify_all();
+  for (auto& q : dropped) {
+    q.work->finishError(std::make_exception_ptr(c10::DistBackendError(
+        {__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " aborted before it ran")));
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+void ProcessGroupDistx::setTimeout(std::chrono::milliseconds timeout) {
+  std::lock_guard<std::mutex> lock(mu_);
+  timeout_ = timeout;
+}
+
+uint64_t ProcessGroupDistx::getSequenceNumberForGroup() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return seq_;
+}
+
+void ProcessGroupDistx::shutdown() {
+  if (shutDown_) return;
+  shutDown_ = true;
+  stopWorker(/*drain=*/true);
+  transport_->shutdown(bootstrap_.get(), Clock::now() + std::min<std::chrono::milliseconds>(timeout_, kShutdownCap));
+}
+
+void ProcessGroupDistx::abort() {
+  if (shutDown_) return;
+  shutDown_ = true;
+  transport_->abort(prefix("abort", 0) + " process group aborted");
+  stopWorker(/*drain=*/false);
+  transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
+}
+
+c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                          int size, double timeoutSeconds,
+                                                          const std::string& groupName) {
+  ProcessGroupDistx::Config config;
+  config.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000.0));
+  config.groupName = groupName;
+  return c10::make_intrusive<ProcessGroupDistx>(store, rank, size, config);
+}
+
+}  // namespace distx

@@ -1,0 +1,100 @@
+// ProcessGroupDistx: the c10d::Backend behind backend="distx".
+//
+// Note [Execution model]
+// The caller's thread only checks arguments, takes the next sequence number and
+// queues a job; the process group's worker thread runs jobs in issue order on
+// the transport and completes each Work (and its Future). Every job has a
+// deadline (the op's timeout or the group's), so a silent peer fails the Work
+// with a DistBackendError naming op, sequence number, rank and peer.
+#pragma once
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "algorithms/algorithm.h"
+#include "backend/work.hpp"
+
+namespace distx {
+
+namespace ucx {
+class UcxTransport;
+}
+class StoreBootstrap;
+
+class ProcessGroupDistx final : public c10d::Backend {
+ public:
+  struct Config {
+    std::chrono::milliseconds timeout{30 * 60 * 1000};
+    std::string groupName;
+  };
+
+  ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, Config config);
+  ~ProcessGroupDistx() override;
+
+  const std::string getBackendName() const override { return "distx"; }
+
+  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
+                                           const c10d::BroadcastOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
+                                           const c10d::AllreduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(std::vector<at::Tensor>& tensors,
+                                                     const c10d::AllreduceCoalescedOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                           std::vector<at::Tensor>& inputs,
+                                           const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
+                                                 const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+
+  void setTimeout(std::chrono::milliseconds timeout) override;
+  uint64_t getSequenceNumberForGroup() override;
+  void shutdown() override;
+  void abort() override;
+
+ private:
+  using Job = std::function<void(CollectiveContext&)>;
+  struct Queued {
+    c10::intrusive_ptr<WorkDistx> work;
+    Job job;
+    uint32_t seq;
+    const char* opName;
+    std::chrono::milliseconds timeout;
+  };
+
+  c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, const char* opName, std::chrono::milliseconds timeout,
+                                         std::vector<at::Tensor> outputs, Job job);
+  void workerLoop();
+  void run(Queued& q);
+  std::string prefix(const char* opName, uint32_t seq) const;
+  void stopWorker(bool drain);
+
+  const std::string groupName_;
+  const uint32_t pgTag_;
+  const size_t chunkBytes_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<StoreBootstrap> bootstrap_;
+  std::unique_ptr<ucx::UcxTransport> transport_;
+  std::vector<uint8_t> scratch_;  // worker thread only
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Queued> queue_;
+  uint64_t seq_ = 0;  // guarded by mu_
+  bool stopping_ = false;
+  bool shutDown_ = false;
+  std::thread worker_;
+};
+
+c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                          int size, double timeoutSeconds,
+                                                          const std::string& groupName);
+
+}  // namespace distx

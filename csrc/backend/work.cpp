@@ -1,0 +1,22 @@
+#include "backend/work.hpp"
+
+namespace distx {
+
+WorkDistx::WorkDistx(int rank, c10d::OpType opType, uint64_t seq, const char* profilingTitle,
+                     std::vector<at::Tensor> outputs)
+    : c10d::Work(rank, opType, profilingTitle, std::optional<std::vector<at::Tensor>>(outputs)),
+      seq_(seq),
+      outputs_(std::move(outputs)),
+      future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+
+void WorkDistx::finishOk() {
+  future_->markCompleted(c10::IValue(outputs_));
+  finish();
+}
+
+void WorkDistx::finishError(std::exception_ptr error) {
+  future_->setError(error);
+  finish(error);
+}
+
+}  // namespace distx

@@ -1,0 +1,31 @@
+// The c10d::Work a distx collective returns. Its Future completes with the
+// output tensors (List[Tensor]) — DDP and every comm hook chain on it — or
+// with the error that failed the collective.
+#pragma once
+
+#include <ATen/core/ivalue.h>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include <vector>
+
+namespace distx {
+
+class WorkDistx final : public c10d::Work {
+ public:
+  WorkDistx(int rank, c10d::OpType opType, uint64_t seq, const char* profilingTitle,
+            std::vector<at::Tensor> outputs);
+
+  std::vector<at::Tensor> result() override { return outputs_; }
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
+  uint64_t getSequencenumber() const override { return seq_; }
+
+  void finishOk();
+  void finishError(std::exception_ptr error);
+
+ private:
+  const uint64_t seq_;
+  std::vector<at::Tensor> outputs_;
+  c10::intrusive_ptr<c10::ivalue::Future> future_;
+};
+
+}  // namespace distx

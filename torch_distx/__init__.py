@@ -1,0 +1,37 @@
+"""torch-distx: a PyTorch distributed backend over UCX.
+
+Importing this package registers the backend name ``"distx"`` for CPU and CUDA
+devices, so ``torch.distributed.init_process_group(backend="distx")`` works.
+"""
+
+from __future__ import annotations
+
+import os
+
+# UCX 1.13 installs SIGSEGV/SIGBUS handlers by default, which hide Python's own
+# faulthandler output; leave the user's setting alone if they chose one.
+os.environ.setdefault("UCX_HANDLE_ERRORS", "none")
+
+import torch  # noqa: E402  (torch must be imported before the extension)
+import torch.distributed  # noqa: E402,F401
+
+from . import _build_info  # noqa: E402
+
+if _build_info.UCX_FROM_WHEEL:  # built against the PyPI libucx wheel: load its libraries first
+    import libucx
+
+    libucx.load_library()
+
+from . import _C  # noqa: E402
+from ._register import register  # noqa: E402
+
+__all__ = ["register", "ucx_version", "__version__"]
+__version__ = "0.1.0"
+
+
+def ucx_version() -> str:
+    """The UCX version this process loaded."""
+    return _C.ucx_version()
+
+
+register()
