@@ -1,0 +1,66 @@
+# torch-distx: `make demo` and `make test` work on a fresh Debian 12 machine.
+# They install what is missing (Debian packages, a virtual env at .venv/ with
+# torch and the extension) and skip what is already done.
+
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+APT_PACKAGES := libucx-dev ucx-utils libgtest-dev cmake g++ pkg-config
+PY_PACKAGES := torch==$(TORCH_VERSION) numpy pytest pytest-timeout scikit-learn ninja expecttest hypothesis
+BUILD_STAMP := build/.installed
+CPP_BUILD := build/cpp
+SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
+NPROC ?= 2
+
+.PHONY: all deps venv build demo test test-cpp test-py bench format clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.ready:
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q $(PY_PACKAGES)
+	touch $@
+
+venv: $(VENV)/.ready
+
+$(BUILD_STAMP): $(VENV)/.ready $(SOURCES)
+	@$(MAKE) --no-print-directory deps
+	MAX_JOBS=$(NPROC) $(VPY) -m pip install -q --no-build-isolation --no-deps .
+	@mkdir -p build && touch $@
+
+build: deps venv $(BUILD_STAMP)
+
+demo: build
+	$(VPY) -m torch.distributed.run --nproc-per-node=2 examples/ddp_train.py
+
+$(CPP_BUILD)/build.ninja: tests/cpp/CMakeLists.txt
+	cmake -S tests/cpp -B $(CPP_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) >/dev/null
+
+test-cpp: deps venv $(CPP_BUILD)/build.ninja
+	cmake --build $(CPP_BUILD) -j $(NPROC)
+	$(CPP_BUILD)/distx_tests --gtest_brief=1
+
+test-py: build
+	$(VPY) -m pytest tests/python -q
+
+test: test-cpp test-py
+
+bench: build
+	$(VPY) -m torch_distx.bench allreduce --nproc 2
+
+format:
+	clang-format -i $$(find csrc tests/cpp -name '*.cpp' -o -name '*.h' -o -name '*.hpp' -o -name '*.cu')
+
+clean:
+	rm -rf build dist *.egg-info torch_distx/_C*.so torch_distx/_build_info.py
