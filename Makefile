@@ -36,7 +36,7 @@ venv: $(VENV)/.ready
 
 $(BUILD_STAMP): $(VENV)/.ready $(SOURCES)
 	@$(MAKE) --no-print-directory deps
-	MAX_JOBS=$(NPROC) $(VPY) -m pip install -q --no-build-isolation --no-deps .
+	flock build.lock env MAX_JOBS=$(NPROC) $(VPY) -m pip install -q --no-build-isolation --no-deps .
 	@mkdir -p build && touch $@
 
 build: deps venv $(BUILD_STAMP)
@@ -48,7 +48,7 @@ $(CPP_BUILD)/build.ninja: tests/cpp/CMakeLists.txt
 	cmake -S tests/cpp -B $(CPP_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) >/dev/null
 
 test-cpp: deps venv $(CPP_BUILD)/build.ninja
-	cmake --build $(CPP_BUILD) -j $(NPROC)
+	flock build.lock cmake --build $(CPP_BUILD) -j $(NPROC)
 	$(CPP_BUILD)/distx_tests --gtest_brief=1
 
 test-py: build
