@@ -36,7 +36,7 @@ venv: $(VENV)/.ready
 
 $(BUILD_STAMP): $(VENV)/.ready $(SOURCES)
 	@$(MAKE) --no-print-directory deps
-	flock build.lock env MAX_JOBS=$(NPROC) $(VPY) -m pip install -q --no-build-isolation --no-deps .
+	flock build.lock env MAX_JOBS=$(NPROC) $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
 	@mkdir -p build && touch $@
 
 build: deps venv $(BUILD_STAMP)
