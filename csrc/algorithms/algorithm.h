@@ -23,15 +23,16 @@ struct CollectiveContext {
   Deadline deadline;
   size_t chunkBytes = 256 * 1024;
   std::vector<uint8_t>* scratch = nullptr;  // reused across calls; may be null
+  tag::Kind kind = tag::Kind::kCollective;  // kControl for the backend's own checks
 
   int rank() const { return transport.rank(); }
   int size() const { return transport.size(); }
 
   RequestPtr send(int dst, uint64_t slot, const void* buf, size_t bytes) {
-    return transport.send(dst, tag::make(tag::Kind::kCollective, pg, seq, rank(), slot), buf, bytes);
+    return transport.send(dst, tag::make(kind, pg, seq, rank(), slot), buf, bytes);
   }
   RequestPtr recv(int src, uint64_t slot, void* buf, size_t bytes) {
-    return transport.recv(src, tag::make(tag::Kind::kCollective, pg, seq, src, slot), tag::kFullMask,
+    return transport.recv(src, tag::make(kind, pg, seq, src, slot), tag::kFullMask,
                           buf, bytes);
   }
   void wait(Request& req, const char* what, int peer) {

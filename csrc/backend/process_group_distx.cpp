@@ -8,6 +8,7 @@
 #include "backend/store_bootstrap.hpp"
 #include "common/env.h"
 #include "common/logging.h"
+#include "transport/liveness.h"
 #include "transport/ucx/ucx_transport.h"
 
 namespace distx {
@@ -36,7 +37,14 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
           TORCH_CHECK_VALUE(false, e.what());
         }
       }()),
-      timeout_(config.timeout) {
+      timeout_(config.timeout),
+      debugChecks_([] {
+        try {
+          return env::debugChecks();
+        } catch (const Error& e) {
+          TORCH_CHECK_VALUE(false, e.what());
+        }
+      }()) {
   TORCH_CHECK_VALUE(size >= 1 && rank >= 0 && rank < size, "distx: invalid rank ", rank, " for world size ", size);
   try {
     selectAllreduce(0, size, env::forcedAlgorithm());  // validates DISTX_ALGO now, not at first use
@@ -45,7 +53,12 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   }
   bootstrap_ = std::make_unique<StoreBootstrap>(store);
   try {
-    transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, Clock::now() + timeout_);
+    const Deadline deadline = Clock::now() + timeout_;
+    transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, deadline);
+    if (env::livenessEnabled()) {
+      liveness_ = std::make_unique<LivenessRing>(
+          rank, size, *bootstrap_, deadline, [this](int dead, const std::string& how) { onPeerDeath(dead, how); });
+    }
   } catch (const Error& e) {
     C10_THROW_ERROR(DistBackendError, prefix("init", 0) + " " + e.what());
   }
@@ -59,8 +72,16 @@ ProcessGroupDistx::~ProcessGroupDistx() {
     // Destroyed without shutdown(): finish queued work, then tear down without
     // the collective barriers (peers may already be gone).
     stopWorker(/*drain=*/true);
+    if (liveness_) liveness_->leave();
     transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
   }
+}
+
+void ProcessGroupDistx::onPeerDeath(int deadRank, const std::string& how) {
+  const std::string reason =
+      detail::concat("peer rank ", deadRank, " died (", how, "; detected by rank ", rank_, ")");
+  DISTX_LOG(LogLevel::kError, prefix("liveness", 0), reason, "; failing every pending and later operation");
+  transport_->abort(reason);
 }
 
 std::string ProcessGroupDistx::prefix(const char* opName, uint32_t seq) const {
@@ -74,7 +95,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, con
   TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
   const uint64_t seq = ++seq_;
   auto work = c10::make_intrusive<WorkDistx>(rank_, type, seq, nullptr, std::move(outputs));
-  queue_.push_back({work, std::move(job), static_cast<uint32_t>(seq), opName, effectiveTimeout(timeout, timeout_)});
+  OpSignature sig = debugChecks_ ? makeSignature(type, opName, work->result()) : OpSignature{};
+  queue_.push_back(
+      {work, std::move(job), static_cast<uint32_t>(seq), opName, effectiveTimeout(timeout, timeout_), sig});
   lock.unlock();
   cv_.notify_one();
   return work;
@@ -101,6 +124,7 @@ void ProcessGroupDistx::run(Queued& q) {
   ctx.scratch = &scratch_;
   std::exception_ptr error;
   try {
+    if (debugChecks_) checkConsistency(ctx, q.signature);
     q.job(ctx);
   } catch (const Timeout& e) {
     error = std::make_exception_ptr(c10::DistBackendError(
@@ -117,7 +141,11 @@ void ProcessGroupDistx::run(Queued& q) {
         c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " " + e.what()));
   }
   if (error) {
-    DISTX_LOG(LogLevel::kError, prefix(q.opName, q.seq), "failed");
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      DISTX_LOG(LogLevel::kInfo, prefix(q.opName, q.seq), "failed: ", e.what());
+    }
     q.work->finishError(error);
   } else {
     q.work->finishOk();
@@ -154,6 +182,7 @@ void ProcessGroupDistx::shutdown() {
   shutDown_ = true;
   stopWorker(/*drain=*/true);
   transport_->shutdown(bootstrap_.get(), Clock::now() + std::min<std::chrono::milliseconds>(timeout_, kShutdownCap));
+  if (liveness_) liveness_->leave();
 }
 
 void ProcessGroupDistx::abort() {
@@ -161,6 +190,7 @@ void ProcessGroupDistx::abort() {
   shutDown_ = true;
   transport_->abort(prefix("abort", 0) + " process group aborted");
   stopWorker(/*drain=*/false);
+  if (liveness_) liveness_->leave();
   transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
 }
 

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "algorithms/algorithm.h"
+#include "backend/consistency_check.hpp"
 #include "backend/work.hpp"
 
 namespace distx {
@@ -28,6 +29,7 @@ namespace ucx {
 class UcxTransport;
 }
 class StoreBootstrap;
+class LivenessRing;
 
 class ProcessGroupDistx final : public c10d::Backend {
  public:
@@ -67,6 +69,7 @@ class ProcessGroupDistx final : public c10d::Backend {
     uint32_t seq;
     const char* opName;
     std::chrono::milliseconds timeout;
+    OpSignature signature;  // compared across ranks when debug checks are on
   };
 
   c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, const char* opName, std::chrono::milliseconds timeout,
@@ -75,6 +78,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   void run(Queued& q);
   std::string prefix(const char* opName, uint32_t seq) const;
   void stopWorker(bool drain);
+  void onPeerDeath(int deadRank, const std::string& how);
 
   const std::string groupName_;
   const uint32_t pgTag_;
@@ -82,6 +86,8 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::chrono::milliseconds timeout_;
   std::unique_ptr<StoreBootstrap> bootstrap_;
   std::unique_ptr<ucx::UcxTransport> transport_;
+  std::unique_ptr<LivenessRing> liveness_;
+  const bool debugChecks_;
   std::vector<uint8_t> scratch_;  // worker thread only
 
   std::mutex mu_;

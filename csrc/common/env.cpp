@@ -19,7 +19,9 @@ const std::vector<Var>& all() {
   static const std::vector<Var> vars = {
       {"DISTX_LOG_LEVEL", "warn", "error | warn | info | debug; every line is prefixed with rank and group"},
       {"DISTX_CHUNK_BYTES", "262144", "pipelining chunk of the ring algorithms, in bytes (>= 4096)"},
-      {"DISTX_ALGO", "", "force the all-reduce algorithm: ring (empty = choose by message size)"},
+      {"DISTX_ALGO", "", "force the all-reduce algorithm by name (empty = choose by message size)"},
+      {"DISTX_DEBUG", "0", "1: check before each collective that all ranks called the same op/dtype/shape"},
+      {"DISTX_LIVENESS", "1", "0: turn off dead-peer detection (the TCP liveness ring)"},
   };
   return vars;
 }
@@ -46,5 +48,18 @@ size_t chunkBytes() {
 }
 
 std::string forcedAlgorithm() { return get("DISTX_ALGO", ""); }
+
+namespace {
+bool flag(const char* name, const char* def) {
+  const std::string v = get(name, def);
+  if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
+  if (v == "0" || v == "false" || v == "no" || v == "off") return false;
+  throw InvalidArgument(std::string(name) + " must be 0 or 1; got '" + v + "'");
+}
+}  // namespace
+
+bool debugChecks() { return flag("DISTX_DEBUG", "0") || get("TORCH_DISTRIBUTED_DEBUG", "") == "DETAIL"; }
+
+bool livenessEnabled() { return flag("DISTX_LIVENESS", "1"); }
 
 }  // namespace distx::env

@@ -27,4 +27,11 @@ size_t chunkBytes();
 // DISTX_ALGO: force an all-reduce algorithm by name ("" = choose by size).
 std::string forcedAlgorithm();
 
+// DISTX_DEBUG=1: check before each collective that every rank called the same
+// op with the same dtypes and shapes (also on with TORCH_DISTRIBUTED_DEBUG=DETAIL).
+bool debugChecks();
+
+// DISTX_LIVENESS=0 turns off the dead-peer detector (default on).
+bool livenessEnabled();
+
 }  // namespace distx::env

@@ -139,6 +139,14 @@ UcxTransport::~UcxTransport() {
     endpoints_.clear();
   }
   if (epollFd_ >= 0) close(epollFd_);
+  if (aborted_.load()) {
+    // After a peer died, sends to it never complete; destroying the worker
+    // would make UCX walk (and warn about) their half-done protocol state.
+    // The handles are deliberately leaked: the process usually exits next.
+    (void)worker_.release();
+    new std::shared_ptr<Context>(std::move(context_));
+    return;
+  }
   worker_.reset();
   context_.reset();
 }
@@ -292,7 +300,14 @@ void UcxTransport::shutdown(Bootstrap* bootstrap, Deadline deadline) {
   if (shutDown_) return;
   shutDown_ = true;
   const bool clean = !aborted_.load() && bootstrap != nullptr;
-  if (clean) storeBarrier(*bootstrap, "ucx_fin_1", deadline);
+  if (!clean) {
+    // A peer is gone or we are aborting: flushing could wait on a dead peer.
+    // Dropping the endpoints lets ucp_worker_destroy release them.
+    endpoints_.clear();
+    stopProgressThread();
+    return;
+  }
+  storeBarrier(*bootstrap, "ucx_fin_1", deadline);
   std::vector<void*> closing;
   for (ucp_ep_h ep : endpoints_) {
     if (!ep) continue;
@@ -309,7 +324,7 @@ void UcxTransport::shutdown(Bootstrap* bootstrap, Deadline deadline) {
     }
     if (ucp_request_check_status(r) != UCS_INPROGRESS) ucp_request_free(r);
   }
-  if (clean) storeBarrier(*bootstrap, "ucx_fin_2", deadline);
+  storeBarrier(*bootstrap, "ucx_fin_2", deadline);
   stopProgressThread();
 }
 
