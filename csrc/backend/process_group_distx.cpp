@@ -18,6 +18,9 @@ namespace {
 // destroy_process_group hang for the whole (possibly 30 min) timeout.
 constexpr auto kShutdownCap = std::chrono::seconds(30);
 
+// How long the idle worker thread polls its queue before sleeping.
+constexpr auto kWorkerPoll = std::chrono::microseconds(50);
+
 std::chrono::milliseconds effectiveTimeout(std::chrono::milliseconds op, std::chrono::milliseconds group) {
   return op == c10d::kUnsetTimeout ? group : op;
 }
@@ -98,6 +101,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, con
   OpSignature sig = debugChecks_ ? makeSignature(type, opName, work->result()) : OpSignature{};
   queue_.push_back(
       {work, std::move(job), static_cast<uint32_t>(seq), opName, effectiveTimeout(timeout, timeout_), sig});
+  queued_.fetch_add(1, std::memory_order_acq_rel);
   lock.unlock();
   cv_.notify_one();
   return work;
@@ -105,11 +109,18 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, con
 
 void ProcessGroupDistx::workerLoop() {
   for (;;) {
+    // Back-to-back collectives (a training step) arrive within microseconds:
+    // poll briefly before sleeping to skip a thread wake-up on the hot path.
+    const auto until = Clock::now() + kWorkerPoll;
+    while (queued_.load(std::memory_order_acquire) == 0 && Clock::now() < until) {
+      std::this_thread::yield();
+    }
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping and drained
     Queued q = std::move(queue_.front());
     queue_.pop_front();
+    queued_.fetch_sub(1, std::memory_order_acq_rel);
     lock.unlock();
     run(q);
   }

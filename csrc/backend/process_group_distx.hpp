@@ -11,6 +11,7 @@
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -93,6 +94,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Queued> queue_;
+  std::atomic<int> queued_{0};  // queue_.size(), readable without mu_
   uint64_t seq_ = 0;  // guarded by mu_
   bool stopping_ = false;
   bool shutDown_ = false;

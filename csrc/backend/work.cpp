@@ -1,5 +1,7 @@
 #include "backend/work.hpp"
 
+#include <thread>
+
 namespace distx {
 
 WorkDistx::WorkDistx(int rank, c10d::OpType opType, uint64_t seq, const char* profilingTitle,
@@ -8,6 +10,12 @@ WorkDistx::WorkDistx(int rank, c10d::OpType opType, uint64_t seq, const char* pr
       seq_(seq),
       outputs_(std::move(outputs)),
       future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+
+bool WorkDistx::wait(std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+  while (!isCompleted() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  return c10d::Work::wait(timeout);
+}
 
 void WorkDistx::finishOk() {
   future_->markCompleted(c10::IValue(outputs_));

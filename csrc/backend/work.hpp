@@ -18,6 +18,9 @@ class WorkDistx final : public c10d::Work {
   std::vector<at::Tensor> result() override { return outputs_; }
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
   uint64_t getSequencenumber() const override { return seq_; }
+  // Polls briefly before blocking: a small collective often finishes within
+  // microseconds, sooner than a sleeping thread can be woken.
+  bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
 
   void finishOk();
   void finishError(std::exception_ptr error);

@@ -22,6 +22,7 @@ const std::vector<Var>& all() {
       {"DISTX_ALGO", "", "force the all-reduce algorithm by name (empty = choose by message size)"},
       {"DISTX_DEBUG", "0", "1: check before each collective that all ranks called the same op/dtype/shape"},
       {"DISTX_LIVENESS", "1", "0: turn off dead-peer detection (the TCP liveness ring)"},
+      {"DISTX_SPIN_US", "auto", "microseconds a waiting thread polls before sleeping (auto: 2000, or 50 when ranks > cores)"},
   };
   return vars;
 }
@@ -59,6 +60,16 @@ bool flag(const char* name, const char* def) {
 }  // namespace
 
 bool debugChecks() { return flag("DISTX_DEBUG", "0") || get("TORCH_DISTRIBUTED_DEBUG", "") == "DETAIL"; }
+
+long long spinMicros() {
+  const std::string v = get("DISTX_SPIN_US", "auto");
+  if (v == "auto") return -1;
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  DISTX_CHECK(end && *end == '\0' && n >= 0 && n <= 1000000, InvalidArgument,
+              "DISTX_SPIN_US must be 'auto' or an integer in 0..1000000; got '", v, "'");
+  return n;
+}
 
 bool livenessEnabled() { return flag("DISTX_LIVENESS", "1"); }
 

@@ -31,6 +31,10 @@ std::string forcedAlgorithm();
 // op with the same dtypes and shapes (also on with TORCH_DISTRIBUTED_DEBUG=DETAIL).
 bool debugChecks();
 
+// DISTX_SPIN_US: microseconds a waiter spins without events before sleeping
+// (-1 = auto: 2000 when ranks <= cores, else 50).
+long long spinMicros();
+
 // DISTX_LIVENESS=0 turns off the dead-peer detector (default on).
 bool livenessEnabled();
 

@@ -5,13 +5,22 @@
 
 #include <chrono>
 
+#include "common/env.h"
 #include "common/logging.h"
 #include "common/tag.h"
 
 namespace distx::ucx {
 namespace {
 
-constexpr auto kSpinIdle = std::chrono::microseconds(100);
+// How long a waiter keeps progressing without events before it sleeps. Long
+// spins win latency when every rank has a core; when ranks outnumber cores the
+// spinning would steal the peers' CPU, so it is kept short (DISTX_SPIN_US).
+std::chrono::microseconds spinIdle(int worldSize) {
+  const long long us = env::spinMicros();
+  if (us >= 0) return std::chrono::microseconds(us);
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  return std::chrono::microseconds(static_cast<unsigned>(worldSize) <= cores ? 2000 : 50);
+}
 constexpr int kEpollTimeoutMs = 50;
 
 // Shared between a Request (the owner) and UCX's callback. Whoever finishes
@@ -96,7 +105,7 @@ class UcxRequest final : public Request {
 }  // namespace
 
 UcxTransport::UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline deadline)
-    : rank_(rank), size_(size) {
+    : rank_(rank), size_(size), spinIdle_(spinIdle(size)) {
   DISTX_CHECK(size > 0 && size <= tag::kMaxRanks, InvalidArgument, "world size ", size,
               " is outside 1..", tag::kMaxRanks);
   context_ = std::make_shared<Context>(size);
@@ -229,7 +238,7 @@ void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what
     if (aborted_.load(std::memory_order_acquire)) break;
     if ((++iter & 63) == 0) {
       const auto now = Clock::now();
-      if (now - lastEvent > kSpinIdle || now >= deadline) break;
+      if (now - lastEvent > spinIdle_ || now >= deadline) break;
     }
   }
   spinners_.fetch_sub(1, std::memory_order_acq_rel);

@@ -58,6 +58,7 @@ class UcxTransport final : public Transport {
 
   const int rank_;
   const int size_;
+  const std::chrono::microseconds spinIdle_;
   std::shared_ptr<Context> context_;
   std::unique_ptr<Worker> worker_;
   std::vector<ucp_ep_h> endpoints_;
