@@ -14,7 +14,11 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv build demo test test-cpp test-py bench format clean
+.PHONY: all deps venv build demo test test-cpp test-py test-generic test-long test-asan bench format clean
+
+# A short selection of PyTorch's generic distributed suite for `make test`;
+# `make test-long` runs all of it (about an hour on 2 cores) plus the long loops.
+GENERIC_K ?= test_all_reduce_sum or test_all_reduce_max or test_broadcast or test_all_gather or test_barrier or test_DistributedDataParallel_requires_grad
 
 all: build
 
@@ -54,7 +58,20 @@ test-cpp: deps venv $(CPP_BUILD)/build.ninja
 test-py: build
 	$(VPY) -m pytest tests/python -q
 
-test: test-cpp test-py
+test-generic: build
+	$(VPY) tests/generic/compare.py -k "$(GENERIC_K)"
+
+test: test-cpp test-py test-generic
+
+test-long: test-asan build
+	DISTX_KILL_TRIALS=20 $(VPY) -m pytest tests/python/test_failures.py -q
+	$(VPY) tests/generic/compare.py --json build/generic-suite.json
+
+# The C++ suite under AddressSanitizer + LeakSanitizer + UBSan.
+test-asan: deps venv
+	cmake -S tests/cpp -B build/cpp-asan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) -DDISTX_SANITIZE=ON >/dev/null
+	flock build.lock cmake --build build/cpp-asan -j $(NPROC)
+	ASAN_OPTIONS=detect_leaks=1 build/cpp-asan/distx_tests --gtest_brief=1
 
 bench: build
 	$(VPY) -m torch_distx.bench allreduce --nproc 2

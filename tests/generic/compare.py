@@ -1,0 +1,90 @@
+"""Runs the generic suite (run_suite.py) on gloo and on distx with the same
+selection and prints pass/skip/fail counts for both, then every test that
+passes on gloo but not on distx.
+
+    python tests/generic/compare.py [-k PATTERN] [--world-size 2] [--json out.json]
+
+Exit status is non-zero when a test that passes on gloo fails on distx and is
+not listed in known_failures.txt (one test name per line, '#' comments give
+the reason). Tests the suite skips for every backend but gloo (by name) are
+listed apart: they cannot pass on any plugin backend without editing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run(backend: str, pattern: str | None, world_size: int, timeout: int) -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = os.path.join(tmp, "junit.xml")
+        env = dict(os.environ, BACKEND=backend, WORLD_SIZE=str(world_size), TEMP_DIR=tmp)
+        cmd = [sys.executable, "-m", "pytest", os.path.join(HERE, "run_suite.py"), "-q", "-p", "no:cacheprovider",
+               f"--junitxml={xml}", f"--timeout={timeout}", "-o", "addopts="]
+        if pattern:
+            cmd += ["-k", pattern]
+        subprocess.run(cmd, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        outcomes = {}
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            kinds = {child.tag for child in case}
+            outcome = "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
+            outcomes[case.get("name")] = outcome
+        return outcomes
+
+
+def known_failures() -> dict[str, str]:
+    path = os.path.join(HERE, "known_failures.txt")
+    known = {}
+    if os.path.exists(path):
+        for line in open(path):
+            name, _, reason = line.partition("#")
+            if name.strip():
+                known[name.strip()] = reason.strip()
+    return known
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-k", dest="pattern")
+    p.add_argument("--world-size", type=int, default=2)
+    p.add_argument("--timeout", type=int, default=120, help="seconds per test")
+    p.add_argument("--json")
+    args = p.parse_args()
+    results = {b: run(b, args.pattern, args.world_size, args.timeout) for b in ("gloo", "distx")}
+    print(f"generic suite (torch.testing._internal.distributed.distributed_test), world size {args.world_size}"
+          + (f", -k '{args.pattern}'" if args.pattern else ""))
+    for b, res in results.items():
+        counts = {k: sum(1 for v in res.values() if v == k) for k in ("passed", "skipped", "failed")}
+        print(f"  {b:6s} passed {counts['passed']:4d}  skipped {counts['skipped']:4d}  failed {counts['failed']:4d}")
+    known = known_failures()
+    regressions, explained, gated = [], [], []
+    for name, outcome in sorted(results["gloo"].items()):
+        other = results["distx"].get(name)
+        if outcome != "passed" or other == "passed":
+            continue
+        if other == "skipped":
+            gated.append(name)  # the suite itself restricts it (e.g. "Only gloo backend supports timeouts")
+        else:
+            (explained if name in known else regressions).append(name)
+    for name in gated:
+        print(f"  skipped on distx by the suite's own backend gate: {name}")
+    for name in explained:
+        print(f"  known distx failure: {name}: {known[name]}")
+    for name in regressions:
+        print(f"  FAILS ON DISTX ONLY: {name}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 1 if regressions else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
