@@ -14,7 +14,7 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv build demo test test-cpp test-py test-generic test-long test-asan bench format clean
+.PHONY: all deps venv build demo test test-cpp test-py test-generic test-long test-asan check-cuda-build bench format clean
 
 # A short selection of PyTorch's generic distributed suite for `make test`;
 # `make test-long` runs all of it (about an hour on 2 cores) plus the long loops.
@@ -61,7 +61,24 @@ test-py: build
 test-generic: build
 	$(VPY) tests/generic/compare.py -k "$(GENERIC_K)"
 
-test: test-cpp test-py test-generic
+test: test-cpp test-py test-generic check-cuda-build
+
+# Compiles the whole extension, CUDA sources included, against the CUDA build
+# of torch 2.14.1 with nvcc, so the GPU path and newer torch headers cannot rot
+# unseen on CPU-only CI. Nothing built here runs here (no GPU).
+CUDA_VENV := .venv-cuda
+CUDA_HOME ?= /usr/local/cuda
+$(CUDA_VENV)/.ready:
+	$(PY) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/pip install -q torch==2.14.1 numpy ninja setuptools
+	touch $@
+
+check-cuda-build: deps $(CUDA_VENV)/.ready
+	@if [ ! -x $(CUDA_HOME)/bin/nvcc ]; then echo "check-cuda-build: no nvcc at $(CUDA_HOME); skipped"; exit 0; fi
+	flock build.lock env CUDA_HOME=$(CUDA_HOME) PATH=$(CUDA_HOME)/bin:$$PATH MAX_JOBS=$(NPROC) DISTX_WRITE_BUILD_INFO=0 \
+	  $(CUDA_VENV)/bin/python setup.py -q build_ext --build-temp build/cuda-temp --build-lib build/cuda-lib \
+	  > build/cuda-build.log 2>&1 || { tail -40 build/cuda-build.log; exit 1; }
+	@ls build/cuda-lib/torch_distx/_C*.so && echo "check-cuda-build: compiled against torch 2.14.1 + CUDA with nvcc"
 
 test-long: test-asan build
 	DISTX_KILL_TRIALS=20 $(VPY) -m pytest tests/python/test_failures.py -q
