@@ -1,0 +1,35 @@
+"""``python -m torch_distx.info``: what this installation was built with and
+loads at run time, and every DISTX_* variable with its current value."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+import torch_distx
+from torch_distx import _build_info, _C
+
+__all__ = ["main"]
+
+
+def main() -> int:
+    print(f"torch-distx {torch_distx.__version__}")
+    print(f"  torch           {torch.__version__} (built against {_build_info.TORCH_VERSION})")
+    print(f"  UCX             {torch_distx.ucx_version()} (build: {_build_info.UCX_SOURCE})")
+    print(f"  CUDA sources    {'compiled' if _build_info.WITH_CUDA else 'not compiled (CPU torch)'}")
+    print(f"  python          {sys.version.split()[0]}")
+    print("environment:")
+    for name, default, help_text in _C.env_vars():
+        value = os.environ.get(name)
+        shown = value if value is not None else f"(default {default or 'unset'})"
+        print(f"  {name:18s} {shown:22s} {help_text}")
+    for name in ("UCX_TLS", "UCX_NET_DEVICES", "UCX_HANDLE_ERRORS", "UCX_LOG_LEVEL"):
+        if name in os.environ:
+            print(f"  {name:18s} {os.environ[name]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
