@@ -127,6 +127,51 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(at::Tensor& ou
                  });
 }
 
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
+    std::vector<std::vector<at::Tensor>>& outputLists, std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& opts) {
+  const char* op = "all_gather_coalesced";
+  // outputLists[rank][i] receives input i of that rank.
+  TORCH_CHECK_VALUE(static_cast<int>(outputLists.size()) == size_, "distx ", op, ": got ", outputLists.size(),
+                    " output lists but the group has ", size_, " ranks");
+  std::vector<at::Tensor> flatOuts;
+  for (const auto& t : inputs) checkTensor(t, op);
+  for (int src = 0; src < size_; ++src) {
+    TORCH_CHECK_VALUE(outputLists[src].size() == inputs.size(), "distx ", op, ": output list ", src, " has ",
+                      outputLists[src].size(), " tensors but there are ", inputs.size(), " inputs");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      checkSameTypeAndSize({outputLists[src][i]}, inputs[i], op);
+      flatOuts.push_back(outputLists[src][i]);
+    }
+  }
+  const std::vector<at::Tensor> ins = inputs;
+  const auto outs = outputLists;
+  const int r = rank_, P = size_;
+  // One ring all-gather over the byte-concatenation of every input.
+  return enqueue(c10d::OpType::ALLGATHER_COALESCED, op, opts.timeout, flatOuts, [ins, outs, r, P](CollectiveContext& ctx) {
+    int64_t block = 0;
+    for (const auto& t : ins) block += static_cast<int64_t>(t.nbytes());
+    at::Tensor buf = at::empty({block * P}, at::kByte);
+    int64_t off = r * block;
+    for (const auto& t : ins) {
+      buf.narrow(0, off, t.nbytes()).copy_(t.contiguous().view({-1}).view(at::kByte));
+      off += t.nbytes();
+    }
+    std::vector<void*> blocks;
+    for (int i = 0; i < P; ++i) blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
+    allgatherRing(ctx, blocks, static_cast<size_t>(block));
+    for (int src = 0; src < P; ++src) {
+      off = src * block;
+      for (size_t i = 0; i < ins.size(); ++i) {
+        const int64_t n = ins[i].nbytes();
+        at::Tensor part = buf.narrow(0, off, n).view(ins[i].scalar_type()).view(ins[i].sizes());
+        outs[src][i].copy_(part);
+        off += n;
+      }
+    }
+  });
+}
+
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::barrier(const c10d::BarrierOptions& opts) {
   return enqueue(c10d::OpType::BARRIER, "barrier", opts.timeout, {},
                  [](CollectiveContext& ctx) { barrierDissemination(ctx); });
