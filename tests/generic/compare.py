@@ -57,8 +57,21 @@ def main() -> int:
     p.add_argument("--world-size", type=int, default=2)
     p.add_argument("--timeout", type=int, default=120, help="seconds per test")
     p.add_argument("--json")
+    p.add_argument("--gloo-json", help="reuse gloo results saved by an earlier --json run")
+    p.add_argument("--only", choices=("gloo", "distx"), help="run one backend and save it with --json")
     args = p.parse_args()
-    results = {b: run(b, args.pattern, args.world_size, args.timeout) for b in ("gloo", "distx")}
+    if args.only:
+        res = run(args.only, args.pattern, args.world_size, args.timeout)
+        with open(args.json, "w") as f:
+            json.dump({args.only: res}, f, indent=1)
+        return 0
+    results = {}
+    if args.gloo_json:
+        with open(args.gloo_json) as f:
+            results["gloo"] = json.load(f)["gloo"]
+    else:
+        results["gloo"] = run("gloo", args.pattern, args.world_size, args.timeout)
+    results["distx"] = run("distx", args.pattern, args.world_size, args.timeout)
     print(f"generic suite (torch.testing._internal.distributed.distributed_test), world size {args.world_size}"
           + (f", -k '{args.pattern}'" if args.pattern else ""))
     for b, res in results.items():
