@@ -43,7 +43,7 @@ def test_same_host_ranks_use_shared_memory_with_liveness_on(tmp_path):
         env=env, capture_output=True, text=True, timeout=110,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    lanes = [line for line in out.stderr.splitlines() if "ep_cfg" in line and "tag(" in line]
+    lanes = [line for line in (out.stdout + out.stderr).splitlines() if "ep_cfg" in line and "tag(" in line]
     assert lanes, out.stderr[-3000:]
     for line in lanes:
         tag_lanes = line.split("tag(", 1)[1].split(")", 1)[0]
