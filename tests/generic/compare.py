@@ -69,9 +69,14 @@ def main() -> int:
     if args.gloo_json:
         with open(args.gloo_json) as f:
             results["gloo"] = json.load(f)["gloo"]
+        if args.pattern:  # keep the baseline rows the selection would have run
+            ran = run("distx", args.pattern, args.world_size, args.timeout)
+            results["gloo"] = {k: v for k, v in results["gloo"].items() if k in ran}
+            results["distx"] = ran
     else:
         results["gloo"] = run("gloo", args.pattern, args.world_size, args.timeout)
-    results["distx"] = run("distx", args.pattern, args.world_size, args.timeout)
+    if "distx" not in results:
+        results["distx"] = run("distx", args.pattern, args.world_size, args.timeout)
     print(f"generic suite (torch.testing._internal.distributed.distributed_test), world size {args.world_size}"
           + (f", -k '{args.pattern}'" if args.pattern else ""))
     for b, res in results.items():
