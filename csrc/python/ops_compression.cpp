@@ -1,0 +1,262 @@
+// torch.ops.distx.*: the compression codecs (csrc/compression) as torch custom
+// ops, for CPU and (with DISTX_WITH_CUDA) CUDA tensors. Fake kernels for
+// torch.compile live in torch_distx/ops.py. Other files that add ops to the
+// distx namespace must use TORCH_LIBRARY_FRAGMENT(distx, m).
+//
+//   fp16_encode(x, scale=1) -> half       fp16(x * scale), x any floating dtype
+//   fp16_decode(payload, scale=1) -> f32  float(payload) * scale
+//   bf16_encode / bf16_decode             the same for bfloat16
+//   topk_encode(x, k) -> int32 [k, 2]     (index, float bits) pairs, see topk.h
+//   topk_encode_ef(grad, residual!, k)    the same on grad + residual; updates residual
+//   topk_decode(payload [..., 2], numel, scale=1) -> f32 [numel]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "common/error.h"
+#include "compression/cast.h"
+#include "compression/topk.h"
+
+#ifdef DISTX_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "compression/cuda_kernels.h"
+#endif
+
+namespace distx {
+namespace {
+
+namespace cx = compression;
+
+// Codec kernels share torch's intra-op thread pool.
+const cx::Parallel& torchParallel() {
+  static const cx::Parallel par{static_cast<size_t>(at::get_num_threads()),
+                                [](size_t tasks, const std::function<void(size_t)>& task) {
+                                  at::parallel_for(0, static_cast<int64_t>(tasks), 1,
+                                                   [&](int64_t b, int64_t e) {
+                                                     for (int64_t i = b; i < e; ++i)
+                                                       task(static_cast<size_t>(i));
+                                                   });
+                                }};
+  return par;
+}
+
+// Core errors become the Python exceptions users expect.
+template <typename F>
+auto translate(const char* op, F&& f) {
+  try {
+    return f();
+  } catch (const InvalidArgument& e) {
+    TORCH_CHECK_VALUE(false, "distx::", op, ": ", e.what());
+  } catch (const Error& e) {
+    TORCH_CHECK(false, "distx::", op, ": ", e.what());
+  }
+}
+
+at::Tensor floatInput(const at::Tensor& x, const char* op) {
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "distx::", op,
+                   ": expected a floating tensor, got ", x.scalar_type());
+  return x.to(at::kFloat).contiguous();
+}
+
+void checkScale(double scale, const char* op) {
+  TORCH_CHECK_VALUE(std::isfinite(scale), "distx::", op, ": scale must be finite, got ", scale);
+}
+
+bool onCuda(const at::Tensor& t) {
+  return t.device().is_cuda();
+}
+
+#ifdef DISTX_WITH_CUDA
+void* currentStream() {
+  return c10::cuda::getCurrentCUDAStream().stream();
+}
+#endif
+
+// ---------------------------------------------------------------- casts
+
+using CpuEncode = size_t (*)(const float*, uint16_t*, size_t, float, const cx::Parallel&);
+using CpuDecode = void (*)(const uint16_t*, float*, size_t, float, const cx::Parallel&);
+
+at::Tensor castEncode(const at::Tensor& x, double scale, at::ScalarType type, CpuEncode cpu,
+                      const char* op) {
+  checkScale(scale, op);
+  const at::Tensor in = floatInput(x, op);
+  at::Tensor out = at::empty(x.sizes(), in.options().dtype(type));
+  auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr());
+  if (onCuda(in)) {
+#ifdef DISTX_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(in.device());
+    auto fn = type == at::kHalf ? cx::cuda::encodeFp16 : cx::cuda::encodeBf16;
+    translate(op, [&] {
+      fn(in.data_ptr<float>(), dst, in.numel(), static_cast<float>(scale), nullptr,
+         currentStream());
+      return 0;
+    });
+    return out;
+#endif
+  }
+  translate(op, [&] {
+    return cpu(in.data_ptr<float>(), dst, in.numel(), static_cast<float>(scale), torchParallel());
+  });
+  return out;
+}
+
+at::Tensor castDecode(const at::Tensor& payload, double scale, at::ScalarType type, CpuDecode cpu,
+                      const char* op) {
+  checkScale(scale, op);
+  TORCH_CHECK_TYPE(payload.scalar_type() == type, "distx::", op, ": expected a ", type,
+                   " payload, got ", payload.scalar_type());
+  const at::Tensor in = payload.contiguous();
+  at::Tensor out = at::empty(in.sizes(), in.options().dtype(at::kFloat));
+  const auto* src = reinterpret_cast<const uint16_t*>(in.data_ptr());
+  if (onCuda(in)) {
+#ifdef DISTX_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(in.device());
+    auto fn = type == at::kHalf ? cx::cuda::decodeFp16 : cx::cuda::decodeBf16;
+    translate(op, [&] {
+      fn(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), currentStream());
+      return 0;
+    });
+    return out;
+#endif
+  }
+  translate(op, [&] {
+    cpu(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), torchParallel());
+    return 0;
+  });
+  return out;
+}
+
+at::Tensor fp16Encode(const at::Tensor& x, double scale) {
+  return castEncode(x, scale, at::kHalf, cx::encodeFp16, "fp16_encode");
+}
+at::Tensor fp16Decode(const at::Tensor& payload, double scale) {
+  return castDecode(payload, scale, at::kHalf, cx::decodeFp16, "fp16_decode");
+}
+at::Tensor bf16Encode(const at::Tensor& x, double scale) {
+  return castEncode(x, scale, at::kBFloat16, cx::encodeBf16, "bf16_encode");
+}
+at::Tensor bf16Decode(const at::Tensor& payload, double scale) {
+  return castDecode(payload, scale, at::kBFloat16, cx::decodeBf16, "bf16_decode");
+}
+
+// ---------------------------------------------------------------- top-k
+
+at::Tensor topkRun(const at::Tensor& x, float* residual, int64_t k, const char* op) {
+  const at::Tensor in = floatInput(x, op);
+  const int64_t n = in.numel();
+  TORCH_CHECK_VALUE(k >= 0 && k <= n, "distx::", op, ": k = ", k, " must be in [0, ", n, "]");
+  at::Tensor pairs = at::empty({k, 2}, in.options().dtype(at::kInt));
+  if (onCuda(in)) {
+#ifdef DISTX_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(in.device());
+    at::Tensor scratch = at::empty({static_cast<int64_t>(cx::cuda::topkScratchBytes(n))},
+                                   in.options().dtype(at::kByte));
+    translate(op, [&] {
+      return cx::cuda::encodeTopK(in.data_ptr<float>(), residual, n, k, 1.0f,
+                                  pairs.data_ptr<int32_t>(), scratch.data_ptr(), currentStream());
+    });
+    return pairs;
+#endif
+  }
+  translate(op, [&] {
+    return cx::encodeTopK(in.data_ptr<float>(), residual, n, k, 1.0f, pairs.data_ptr<int32_t>(),
+                          torchParallel());
+  });
+  return pairs;
+}
+
+at::Tensor topkEncode(const at::Tensor& x, int64_t k) {
+  return topkRun(x, nullptr, k, "topk_encode");
+}
+
+at::Tensor topkEncodeEf(const at::Tensor& grad, at::Tensor& residual, int64_t k) {
+  const char* op = "topk_encode_ef";
+  TORCH_CHECK_TYPE(residual.scalar_type() == at::kFloat, "distx::", op,
+                   ": the residual must be float32, got ", residual.scalar_type());
+  TORCH_CHECK_VALUE(residual.is_contiguous(), "distx::", op, ": the residual must be contiguous");
+  TORCH_CHECK_VALUE(residual.numel() == grad.numel(), "distx::", op, ": the residual has ",
+                    residual.numel(), " elements, the gradient ", grad.numel());
+  TORCH_CHECK_VALUE(residual.device() == grad.device(), "distx::", op, ": the residual is on ",
+                    residual.device(), ", the gradient on ", grad.device());
+  return topkRun(grad, residual.data_ptr<float>(), k, op);
+}
+
+at::Tensor topkDecode(const at::Tensor& payload, int64_t numel, double scale) {
+  const char* op = "topk_decode";
+  checkScale(scale, op);
+  TORCH_CHECK_TYPE(payload.scalar_type() == at::kInt, "distx::", op,
+                   ": expected an int32 payload, got ", payload.scalar_type());
+  TORCH_CHECK_VALUE(payload.dim() >= 1 && payload.size(-1) == 2, "distx::", op,
+                    ": expected a payload of shape [..., 2], got ", payload.sizes());
+  TORCH_CHECK_VALUE(numel >= 0, "distx::", op, ": numel must be >= 0, got ", numel);
+  const at::Tensor in = payload.contiguous();
+  at::Tensor out = at::empty({numel}, in.options().dtype(at::kFloat));
+  const size_t count = static_cast<size_t>(in.numel() / 2);
+  if (onCuda(in)) {
+#ifdef DISTX_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(in.device());
+    // Leading dimensions are segments (ranks) applied in order; see cuda_kernels.h.
+    const size_t segmentPairs = in.dim() >= 2 ? static_cast<size_t>(in.size(-2)) : 1;
+    const size_t segments = segmentPairs ? count / segmentPairs : 0;
+    translate(op, [&] {
+      cx::cuda::decodeTopK(in.data_ptr<int32_t>(), segments, segmentPairs, numel,
+                           static_cast<float>(scale), out.data_ptr<float>(), false,
+                           currentStream());
+      return 0;
+    });
+    return out;
+#endif
+  }
+  translate(op, [&] {
+    cx::decodeTopK(in.data_ptr<int32_t>(), count, numel, static_cast<float>(scale),
+                   out.data_ptr<float>(),
+                   /*accumulate=*/false, torchParallel());
+    return 0;
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace distx
+
+TORCH_LIBRARY(distx, m) {
+  m.def("fp16_encode(Tensor x, float scale=1.0) -> Tensor");
+  m.def("fp16_decode(Tensor payload, float scale=1.0) -> Tensor");
+  m.def("bf16_encode(Tensor x, float scale=1.0) -> Tensor");
+  m.def("bf16_decode(Tensor payload, float scale=1.0) -> Tensor");
+  m.def("topk_encode(Tensor x, int k) -> Tensor");
+  m.def("topk_encode_ef(Tensor grad, Tensor(a!) residual, int k) -> Tensor");
+  m.def("topk_decode(Tensor payload, int numel, float scale=1.0) -> Tensor");
+}
+
+#define DISTX_IMPL_ALL(m)                         \
+  m.impl("fp16_encode", &distx::fp16Encode);      \
+  m.impl("fp16_decode", &distx::fp16Decode);      \
+  m.impl("bf16_encode", &distx::bf16Encode);      \
+  m.impl("bf16_decode", &distx::bf16Decode);      \
+  m.impl("topk_encode", &distx::topkEncode);      \
+  m.impl("topk_encode_ef", &distx::topkEncodeEf); \
+  m.impl("topk_decode", &distx::topkDecode)
+
+TORCH_LIBRARY_IMPL(distx, CPU, m) {
+  DISTX_IMPL_ALL(m);
+}
+
+// Not differentiable: outputs never require grad, and autograd says nothing.
+TORCH_LIBRARY_IMPL(distx, Autograd, m) {
+  for (const char* op : {"fp16_encode", "fp16_decode", "bf16_encode", "bf16_decode", "topk_encode",
+                         "topk_encode_ef", "topk_decode"}) {
+    m.impl(op, torch::CppFunction::makeFallthrough());
+  }
+}
+
+#ifdef DISTX_WITH_CUDA
+TORCH_LIBRARY_IMPL(distx, CUDA, m) {
+  DISTX_IMPL_ALL(m);
+}
+#endif
