@@ -46,10 +46,12 @@ The environment is left as the user has it (UCX_*, DISTX_* pass through);
 from __future__ import annotations
 
 import datetime
+import faulthandler
 import multiprocessing as mp
 import os
 import pickle
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -135,6 +137,9 @@ def _child(fn: Callable, rank: int, world_size: int, args: tuple, fn_kwargs: dic
            store_kind: str, store_arg: Any, pg_timeout_s: float, env: dict, out_path: str) -> None:
     global _STORE
     os.environ.update(env)
+    # On a hang the parent sends SIGUSR1 and reports where every thread was.
+    stacks = open(out_path + ".stacks", "w")  # noqa: SIM115  (lives as long as the process)
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
     start = time.monotonic()
     payload: dict
     try:
@@ -224,9 +229,17 @@ def run_ranks_raw(fn: Callable, world_size: int, *args: Any, backend: str | None
                 break
             alive[0].join(0.05)
 
+        hung_ranks = [r for r, p in enumerate(procs) if p.is_alive()]
+        for r in hung_ranks:
+            try:
+                os.kill(procs[r].pid, signal.SIGUSR1)
+            except OSError:
+                pass
+        if hung_ranks:
+            time.sleep(0.5)
         results = []
         for r, p in enumerate(procs):
-            hung = p.is_alive()
+            hung = r in hung_ranks
             if hung:
                 p.kill()
                 p.join(5)
@@ -234,6 +247,8 @@ def run_ranks_raw(fn: Callable, world_size: int, *args: Any, backend: str | None
             if payload is None:
                 why = ("still running at the hard timeout; killed" if hung else
                        f"exited with code {p.exitcode} without reporting a result")
+                if hung:
+                    why += "; its Python stacks then:\n" + _stacks(outs[r] + ".stacks")
                 results.append(RankResult(r, False, exc_type="RankHung" if hung else "RankDied",
                                           message=why, exitcode=p.exitcode, hung=hung))
             else:
@@ -256,6 +271,16 @@ def run_ranks_raw(fn: Callable, world_size: int, *args: Any, backend: str | None
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _stacks(path: str, limit: int = 6000) -> str:
+    """faulthandler's dump, without the frames of this harness."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return "(none)"
+    return text[-limit:] if text else "(none: stuck outside Python?)"
+
+
 def _read(path: str) -> dict:
     with open(path, "rb") as f:
         return pickle.load(f)
@@ -265,6 +290,7 @@ def run_ranks(fn: Callable, world_size: int, *args: Any, **kwargs: Any) -> list[
     """Like run_ranks_raw, but returns [value of rank 0, ..., rank P-1] and
     raises RankFailed / RankHung (an AssertionError) when any rank did not
     return normally, with the failed ranks' tracebacks in the message."""
+    __tracebackhide__ = True  # pytest: show the caller's line, not this one
     results = run_ranks_raw(fn, world_size, *args, **kwargs)
     bad = [r for r in results if not r.ok]
     if bad:
