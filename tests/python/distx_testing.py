@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 _STORE = None  # the store of this child process, for backend=None workers
-_PRELOAD = ["torch", "torch.distributed"]
+_PRELOAD = ["torch", "torch.distributed", "torch._dynamo"]  # dynamo: torch.optim imports it (~2 s)
 
 
 def _context(start_method: str | None):
