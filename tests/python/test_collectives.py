@@ -501,6 +501,7 @@ def test_collective_matches_gloo(ws: int, name: str) -> None:
 
 def _then_issues_collective(rank: int, ws: int, backend: str) -> list[float]:
     group = None if backend == "distx" else dist.new_group(backend="gloo")
+    store = current_store()
     a, b = torch.full((4,), float(rank)), torch.ones(4)
 
     def callback(fut):
@@ -508,7 +509,15 @@ def _then_issues_collective(rank: int, ws: int, backend: str) -> list[float]:
         dist.all_reduce(b, group=group, async_op=True).get_future().wait()
         return fut.value()[0] + b
 
-    return dist.all_reduce(a, group=group, async_op=True).get_future().then(callback).wait().tolist()
+    # Rank 0 attaches the callback while its all_reduce surely is still pending
+    # (nobody else joined yet), so the callback runs when the backend completes
+    # the Work, not inline in .then().
+    if rank > 0:
+        store.wait([f"then-test/{backend}/attached"])
+    fut = dist.all_reduce(a, group=group, async_op=True).get_future().then(callback)
+    if rank == 0:
+        store.set(f"then-test/{backend}/attached", "1")
+    return fut.wait().tolist()
 
 
 @pytest.mark.distx_bug
@@ -518,9 +527,10 @@ def test_then_callback_can_issue_a_collective(backend: str) -> None:
     """BUG (distx): a Future.then callback that runs another collective on the same
     group and waits for it deadlocks: distx runs callbacks inline on the group's
     single worker thread, so the inner all_reduce can never start. Gloo completes
-    it. torch's PowerSGD comm hook does exactly this (see test_ddp.py). Expected:
-    [sum(ranks) + P] * 4 on every rank; actual: the ranks hang, the group timeout
-    fires on some of them, the others never return."""
+    it. torch's PowerSGD comm hook does exactly this (see test_ddp.py). It hangs
+    whenever the Work is still pending when .then() is called (a callback
+    attached to a completed future runs inline in the caller, which is fine).
+    Expected: [sum(ranks) + P] * 4 on every rank; actual: the ranks hang."""
     ws = 2
-    results = run_ranks(_then_issues_collective, ws, backend, timeout=20, pg_timeout=5, grace=3)
+    results = run_ranks(_then_issues_collective, ws, backend, timeout=12, pg_timeout=4, grace=2)
     assert results == [[float(sum(range(ws)) + ws)] * 4] * ws
