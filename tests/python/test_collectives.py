@@ -418,6 +418,92 @@ def _in_flight_case(rank: int, ws: int, gloo) -> None:
     _assert_equal(g, _reference(torch.float32, "SUM", 1000, ws), "gloo all_reduce in between")
 
 
+def _edge_shapes_case(rank: int, ws: int, gloo) -> None:
+    # 0-d tensors (a loss averaged across ranks is the common case)
+    t = torch.tensor(float(rank + 1))
+    dist.all_reduce(t, op=dist.ReduceOp.AVG)
+    assert t.shape == () and t.item() == (ws + 1) / 2, t
+    t = torch.tensor(rank * 10)
+    dist.broadcast(t, src=ws - 1)
+    assert t.shape == () and t.item() == (ws - 1) * 10
+    outs = [torch.tensor(-1) for _ in range(ws)]
+    dist.all_gather(outs, torch.tensor(rank))
+    assert [o.item() for o in outs] == list(range(ws))
+    # a contiguous slice with a storage offset: neighbours stay untouched
+    big = torch.full((50,), -7.0)
+    part = big[11:11 + PRIME % 31]
+    part.copy_(_values(torch.float32, "SUM", part.numel(), rank))
+    dist.all_reduce(part)
+    _assert_equal(part, _reference(torch.float32, "SUM", part.numel(), ws), "offset slice")
+    assert (big[:11] == -7).all() and (big[11 + part.numel():] == -7).all(), "wrote outside the slice"
+    # all_gather_into_tensor of a 2-D input: concatenated along dim 0
+    x = _values(torch.int64, "SUM", 6, rank).view(2, 3)
+    out = torch.zeros(2 * ws, 3, dtype=torch.int64)
+    gout = torch.zeros(2 * ws, 3, dtype=torch.int64)
+    dist.all_gather_into_tensor(out, x)
+    dist.all_gather_into_tensor(gout, x, group=gloo)
+    _assert_equal(out, gout, "2-D all_gather_into_tensor distx vs gloo")
+
+
+def _object_collectives_case(rank: int, ws: int, gloo) -> None:
+    """torch's object collectives: all_gather of sizes, then of padded uint8 payloads; broadcast."""
+    objs = [None] * ws
+    mine = {"rank": rank, "payload": "x" * (rank * 1000 + 3), "t": torch.arange(rank + 1)}
+    dist.all_gather_object(objs, mine)
+    for r, o in enumerate(objs):
+        assert o["rank"] == r and len(o["payload"]) == r * 1000 + 3 and o["t"].tolist() == list(range(r + 1))
+    lst = [f"from {rank}", rank, {"k": [rank] * rank}]
+    dist.broadcast_object_list(lst, src=ws - 1)
+    assert lst == [f"from {ws - 1}", ws - 1, {"k": [ws - 1] * (ws - 1)}], lst
+
+
+def _subgroups_case(rank: int, ws: int, gloo) -> None:
+    """distx sub-groups (separate backend instances) beside the default group,
+    including a one-rank group and a group of non-adjacent ranks."""
+    members = [0, ws - 1]
+    pair = dist.new_group(members, backend="distx")
+    solo = dist.new_group([ws - 1], backend="distx")
+    background = _values(torch.float32, "SUM", 100_000, rank)
+    bg_work = dist.all_reduce(background, async_op=True)  # default group, in flight meanwhile
+    if rank in members:
+        t = _values(torch.int64, "SUM", PRIME, rank)
+        dist.all_reduce(t, group=pair)
+        want = _values(torch.int64, "SUM", PRIME, 0) + _values(torch.int64, "SUM", PRIME, ws - 1)
+        _assert_equal(t, want, "pair all_reduce")
+        b = _values(torch.float64, "SUM", 33, rank)
+        dist.broadcast(b, src=ws - 1, group=pair)  # src is a global rank
+        _assert_equal(b, _values(torch.float64, "SUM", 33, ws - 1), "pair broadcast")
+        outs = [torch.zeros(5, dtype=torch.int32) for _ in members]
+        dist.all_gather(outs, torch.full((5,), rank, dtype=torch.int32), group=pair)
+        assert [o[0].item() for o in outs] == members
+        dist.barrier(group=pair)
+    if rank == ws - 1:
+        t = _values(torch.bfloat16, "SUM", 17, rank)
+        dist.all_reduce(t, op=dist.ReduceOp.AVG, group=solo)
+        _assert_equal(t, _values(torch.bfloat16, "SUM", 17, rank), "one-rank all_reduce")
+        outs = [torch.zeros(3)]
+        dist.all_gather(outs, torch.ones(3), group=solo)
+        assert outs[0].tolist() == [1.0, 1.0, 1.0]
+        dist.broadcast(t, src=ws - 1, group=solo)
+        dist.barrier(group=solo)
+    bg_work.wait()
+    _assert_equal(background, _reference(torch.float32, "SUM", 100_000, ws), "default-group all_reduce")
+    dist.destroy_process_group(solo)
+    dist.destroy_process_group(pair)
+    t = torch.ones(3)
+    dist.all_reduce(t)  # the default group is unaffected
+    assert t.tolist() == [float(ws)] * 3
+
+
+def _pending_at_destroy(rank: int, ws: int) -> list:
+    """Works never waited for before destroy_process_group still complete."""
+    ts = [_values(torch.float32, "SUM", n, rank) for n in (1, 1000, PRIME, 300_000)]
+    for t in ts:
+        dist.all_reduce(t, async_op=True)
+    dist.destroy_process_group()
+    return [torch.equal(t, _reference(torch.float32, "SUM", t.numel(), ws)) for t in ts]
+
+
 def cases(ws: int) -> dict[str, Case]:
     """Every case for world size ws, by name (the pytest ids)."""
     c: dict[str, Case] = {}
@@ -454,6 +540,9 @@ def cases(ws: int) -> dict[str, Case]:
     c["async_semantics"] = _async_semantics_case
     c["async_is_completed"] = _is_completed_case
     c["async_many_in_flight"] = _in_flight_case
+    c["edge_shapes"] = _edge_shapes_case
+    c["object_collectives"] = _object_collectives_case
+    c["subgroups"] = _subgroups_case
     return c
 
 
@@ -479,7 +568,9 @@ _WORLDS: dict[int, object] = {}
 def _world(ws: int) -> list[dict[str, str | None]]:
     if ws not in _WORLDS:
         try:
-            _WORLDS[ws] = run_ranks(_run_all_cases, ws, timeout=150, pg_timeout=60)
+            # rendezvous: FileStore, and a TCPStore for the 3-rank world (both kinds torch uses)
+            _WORLDS[ws] = run_ranks(_run_all_cases, ws, timeout=150, pg_timeout=60,
+                                    store="tcp" if ws == 3 else "file")
         except AssertionError as e:
             _WORLDS[ws] = e
     out = _WORLDS[ws]
@@ -497,6 +588,13 @@ def test_collective_matches_gloo(ws: int, name: str) -> None:
     per_rank = _world(ws)
     errors = {r: out[name] for r, out in enumerate(per_rank) if out.get(name)}
     assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ws", [2, 3])
+def test_work_pending_at_destroy_completes(ws: int) -> None:
+    for rank, ok in enumerate(run_ranks(_pending_at_destroy, ws, timeout=40, pg_timeout=30)):
+        assert all(ok), f"rank {rank}: results of un-waited Works after destroy: {ok}"
 
 
 def _then_issues_collective(rank: int, ws: int, backend: str) -> list[float]:

@@ -10,6 +10,7 @@ its own bucket, so several all_reduces are in flight per step.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import subprocess
@@ -49,6 +50,8 @@ CONFIGS = {
     "buffers": dict(batchnorm=True, broadcast_buffers=True),
     "fp16-compress-hook": dict(hook="fp16"),
     "static-graph": dict(static_graph=True),
+    "no-sync-accumulation": dict(accumulate=2),
+    "join-uneven-inputs": dict(uneven=True),
 }
 
 
@@ -57,6 +60,8 @@ def _train(rank: int, ws: int, group, cfg: dict) -> nn.Module:
     batchnorm = cfg.pop("batchnorm", False)
     skip_side = cfg.pop("skip_side", False)
     hook = cfg.pop("hook", None)
+    accumulate = cfg.pop("accumulate", 1)  # micro-batches per step; all but the last under no_sync()
+    uneven = cfg.pop("uneven", False)  # rank r has STEPS + r batches; DDP's Join shadows the rest
     torch.manual_seed(1234 + rank)  # ranks start apart: DDP's constructor must broadcast rank 0's weights
     model = _Net(batchnorm)
     ddp = nn.parallel.DistributedDataParallel(model, process_group=group, **cfg)
@@ -66,12 +71,15 @@ def _train(rank: int, ws: int, group, cfg: dict) -> nn.Module:
         ddp.register_comm_hook(group, default_hooks.fp16_compress_hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
     data = torch.Generator().manual_seed(99 + rank)
-    for step in range(STEPS):
-        x, y = torch.randn(16, 12, generator=data), torch.randn(16, 5, generator=data)
-        out = ddp(x, use_side=not (skip_side and step % 2 == 1))
-        nn.functional.mse_loss(out, y).backward()
-        opt.step()
-        opt.zero_grad()
+    with ddp.join(enable=uneven):
+        for step in range(STEPS + (rank if uneven else 0)):
+            for micro in range(accumulate):
+                x, y = torch.randn(16, 12, generator=data), torch.randn(16, 5, generator=data)
+                with ddp.no_sync() if micro < accumulate - 1 else contextlib.nullcontext():
+                    out = ddp(x, use_side=not (skip_side and step % 2 == 1))
+                    nn.functional.mse_loss(out, y).backward()
+            opt.step()
+            opt.zero_grad()
     return model
 
 
