@@ -67,6 +67,7 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   }
   DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "UCX ", ucx::UcxTransport::version(), ", chunk ", chunkBytes_,
             " B, timeout ", timeout_.count(), " ms");
+  completions_ = std::make_unique<CompletionPool>();
   worker_ = std::thread([this] { workerLoop(); });
 }
 
@@ -157,10 +158,9 @@ void ProcessGroupDistx::run(Queued& q) {
     } catch (const std::exception& e) {
       DISTX_LOG(LogLevel::kInfo, prefix(q.opName, q.seq), "failed: ", e.what());
     }
-    q.work->finishError(error);
-  } else {
-    q.work->finishOk();
   }
+  auto complete = [work = q.work, error] { error ? work->finishError(error) : work->finishOk(); };
+  if (!q.work->futureRequested() || !completions_->post(complete)) complete();
 }
 
 void ProcessGroupDistx::stopWorker(bool drain) {
@@ -176,6 +176,7 @@ void ProcessGroupDistx::stopWorker(bool drain) {
         {__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " aborted before it ran")));
   }
   if (worker_.joinable()) worker_.join();
+  completions_.reset();  // runs what is queued, then joins
 }
 
 void ProcessGroupDistx::setTimeout(std::chrono::milliseconds timeout) {

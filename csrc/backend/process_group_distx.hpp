@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "algorithms/algorithm.h"
+#include "backend/completion_pool.hpp"
 #include "backend/consistency_check.hpp"
 #include "backend/work.hpp"
 
@@ -91,6 +92,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::unique_ptr<StoreBootstrap> bootstrap_;
   std::unique_ptr<ucx::UcxTransport> transport_;
   std::unique_ptr<LivenessRing> liveness_;
+  std::unique_ptr<CompletionPool> completions_;  // Note [Completion threads]
   const bool debugChecks_;
   std::vector<uint8_t> scratch_;  // worker thread only
 

@@ -6,6 +6,7 @@
 #include <ATen/core/ivalue.h>
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
+#include <atomic>
 #include <vector>
 
 namespace distx {
@@ -16,7 +17,13 @@ class WorkDistx final : public c10d::Work {
             std::vector<at::Tensor> outputs);
 
   std::vector<at::Tensor> result() override { return outputs_; }
-  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override {
+    futureRequested_.store(true, std::memory_order_release);
+    return future_;
+  }
+  // False while nobody has asked for the Future, so no callback can be chained
+  // on it yet: completing it inline cannot run user code (Note [Completion threads]).
+  bool futureRequested() const { return futureRequested_.load(std::memory_order_acquire); }
   uint64_t getSequencenumber() const override { return seq_; }
   // Polls briefly before blocking: a small collective often finishes within
   // microseconds, sooner than a sleeping thread can be woken.
@@ -27,6 +34,7 @@ class WorkDistx final : public c10d::Work {
 
  private:
   const uint64_t seq_;
+  std::atomic<bool> futureRequested_{false};
   std::vector<at::Tensor> outputs_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };

@@ -1,0 +1,41 @@
+#include "backend/completion_pool.hpp"
+
+namespace distx {
+
+CompletionPool::~CompletionPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+bool CompletionPool::post(std::function<void()> fn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (idle_ <= static_cast<int>(tasks_.size())) {
+    if (static_cast<int>(threads_.size()) >= kMaxThreads) return false;
+    threads_.emplace_back([this] { loop(); });
+  }
+  tasks_.push_back(std::move(fn));
+  lock.unlock();
+  cv_.notify_one();
+  return true;
+}
+
+void CompletionPool::loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    ++idle_;
+    cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+    --idle_;
+    if (tasks_.empty()) return;  // stopping and drained
+    auto fn = std::move(tasks_.front());
+    tasks_.pop_front();
+    lock.unlock();
+    fn();
+    lock.lock();
+  }
+}
+
+}  // namespace distx
