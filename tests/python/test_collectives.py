@@ -618,17 +618,14 @@ def _then_issues_collective(rank: int, ws: int, backend: str) -> list[float]:
     return fut.wait().tolist()
 
 
-@pytest.mark.distx_bug
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["gloo", "distx"])
 def test_then_callback_can_issue_a_collective(backend: str) -> None:
-    """BUG (distx): a Future.then callback that runs another collective on the same
-    group and waits for it deadlocks: distx runs callbacks inline on the group's
-    single worker thread, so the inner all_reduce can never start. Gloo completes
-    it. torch's PowerSGD comm hook does exactly this (see test_ddp.py). It hangs
-    whenever the Work is still pending when .then() is called (a callback
-    attached to a completed future runs inline in the caller, which is fine).
-    Expected: [sum(ranks) + P] * 4 on every rank; actual: the ranks hang."""
+    """A Future.then callback may run another collective on the same group and
+    wait for it (torch's PowerSGD hook does; see test_ddp.py). Regression test:
+    distx used to run callbacks inline on the group's only worker thread, so the
+    inner all_reduce could never start and the ranks hung (fixed in bca9c2d,
+    callbacks on a completion pool)."""
     ws = 2
     results = run_ranks(_then_issues_collective, ws, backend, timeout=12, pg_timeout=4, grace=2)
     assert results == [[float(sum(range(ws)) + ws)] * 4] * ws

@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -142,6 +143,8 @@ def _powersgd_worker(rank: int, ws: int, backend: str) -> list[float]:
     state = powersgd.PowerSGDState(process_group=group, matrix_approximation_rank=1, start_powerSGD_iter=2,
                                    min_compression_rate=0.5)
     ddp.register_comm_hook(state, powersgd.powerSGD_hook)
+    if rank == 1:  # rank 1 runs late, so rank 0's hook chains its callbacks onto pending Works
+        model.register_forward_pre_hook(lambda module, inputs: time.sleep(0.05))
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
     data = torch.Generator().manual_seed(rank)
     for _ in range(4):
@@ -151,15 +154,13 @@ def _powersgd_worker(rank: int, ws: int, backend: str) -> list[float]:
     return [p.detach().sum().item() for p in model.parameters()]
 
 
-@pytest.mark.distx_bug
 @pytest.mark.timeout(90)
 def test_ddp_powersgd_hook_matches_gloo() -> None:
-    """BUG (distx): PowerSGD's hook waits for a collective inside a Future.then
-    callback; distx runs callbacks on the group's only worker thread, so the
-    inner all_reduce never starts (see test_then_callback_can_issue_a_collective).
-    Expected: the same parameters as on Gloo; actual: usually a hang, then a
-    timeout (it passes when every bucket's all_reduce had completed before DDP
-    chained the hook's callbacks, which is timing-dependent)."""
+    """PowerSGD's hook waits for a collective inside a Future.then callback.
+    Regression test: distx used to deadlock here (callbacks ran on the group's
+    only worker thread; fixed in bca9c2d). A callback chained onto an already
+    completed Work runs inline and never showed the bug, so rank 1 is slowed
+    down to make rank 0 chain onto pending Works."""
     want = run_ranks(_powersgd_worker, 2, "gloo", timeout=30)
     got = run_ranks(_powersgd_worker, 2, "distx", timeout=15, pg_timeout=4, grace=2)
     for rank, (g, w) in enumerate(zip(got, want)):
