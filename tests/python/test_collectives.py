@@ -629,3 +629,40 @@ def test_then_callback_can_issue_a_collective(backend: str) -> None:
     ws = 2
     results = run_ranks(_then_issues_collective, ws, backend, timeout=12, pg_timeout=4, grace=2)
     assert results == [[float(sum(range(ws)) + ws)] * 4] * ws
+
+
+def _aliased_output_list(rank: int, ws: int) -> dict:
+    gloo = dist.new_group(backend="gloo")
+    out = {}
+    for name, group in (("distx", None), ("gloo", gloo)):
+        got = set()
+        for n in (4, 1000, 300_000):  # eager and rendezvous-sized messages
+            x = torch.full((n,), float(rank + 1))
+            # rank 0 makes the classic mistake: one tensor repeated, [t] * world_size
+            outs = [torch.zeros(n)] * ws if rank == 0 else [torch.zeros(n) for _ in range(ws)]
+            dist.all_gather(outs, x, group=group)
+            got.add(tuple(sorted({v for o in outs for v in o.unique().tolist()})) if rank == 0 else
+                    tuple(tuple(o.unique().tolist()) for o in outs))
+        out[name] = sorted(got)
+    return out
+
+
+@pytest.mark.distx_bug
+@pytest.mark.timeout(60)
+def test_aliased_output_list_on_one_rank_does_not_corrupt_the_others() -> None:
+    """BUG (distx): when one rank passes all_gather an output list whose entries
+    are the same tensor ([torch.zeros(n)] * world_size, a common mistake), the
+    ring forwards blocks out of that rank's (overwritten) output memory, so the
+    OTHER ranks silently receive wrong data. With 3 ranks, rank 0 aliased, each
+    rank contributing rank + 1: expected on ranks 1 and 2 (Gloo's answer) blocks
+    [1, 2, 3]; distx gives e.g. [3, 2, 3] or [1, 2, 2] (timing-dependent).
+    What the aliasing rank itself ends up with is undefined (Gloo: the last
+    block in every entry)."""
+    ws = 3
+    results = run_ranks(_aliased_output_list, ws, timeout=40, pg_timeout=20)
+    want = [tuple((float(r + 1),) for r in range(ws))]  # every size: block r is all r + 1
+    for rank in range(1, ws):
+        assert results[rank]["gloo"] == want, results[rank]
+        assert results[rank]["distx"] == want, (
+            f"rank {rank} got {results[rank]['distx']} from distx (Gloo: {results[rank]['gloo']}) "
+            f"because rank 0's output list aliased one tensor")

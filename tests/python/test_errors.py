@@ -262,3 +262,47 @@ def test_bad_setting_raises_value_error_at_init(var: str, value: str) -> None:
         assert not r.ok and not r.hung, f"rank {r.rank}: init with {var}={value} did not fail: {r}"
         assert r.exc_type == "ValueError", f"rank {r.rank}: {r.exc_type}: {r.message}"
         assert var in r.message, f"rank {r.rank}: message does not name {var}: {r.message}"
+
+
+def _overlapping_tensor(rank: int, ws: int) -> dict:
+    gloo = dist.new_group(backend="gloo")
+    out = {}
+    for name, group in (("distx", None), ("gloo", gloo)):
+        for op in ("all_reduce", "broadcast"):
+            t = torch.tensor([float(rank + 1)]).expand(3)  # stride 0: three elements, one memory location
+            try:
+                if op == "all_reduce":
+                    work = dist.all_reduce(t, group=group, async_op=True)
+                else:
+                    work = dist.broadcast(t, src=ws - 1, group=group, async_op=True)
+            except Exception as e:  # noqa: BLE001
+                out[name, op] = ("call", type(e).__name__, str(e))
+                continue
+            try:
+                work.wait()
+                out[name, op] = ("ok", t.tolist())
+            except Exception as e:  # noqa: BLE001
+                out[name, op] = ("wait", type(e).__name__, str(e))
+    return out
+
+
+@pytest.mark.distx_bug
+@pytest.mark.timeout(60)
+def test_overlapping_tensor_is_rejected_up_front_or_handled() -> None:
+    """BUG (distx): a tensor whose elements share memory (torch.ones(1).expand(3))
+    passes distx's checks, the collective runs, and only writing the result back
+    fails, on every rank, at wait(), with torch's internal RuntimeError ("more
+    than one element of the written-to tensor refers to a single memory
+    location") that does not name distx or the op. Gloo handles it (all_reduce
+    of 1.0 and 2.0 -> [3, 3, 3]; broadcast -> the root's value). Expected: Gloo's
+    result, or a ValueError from the call itself saying "distx <op>: ...";
+    actual: RuntimeError from wait()."""
+    ws = 2
+    results = run_ranks(_overlapping_tensor, ws, timeout=40, pg_timeout=20)
+    for rank, out in enumerate(results):
+        assert out["gloo", "all_reduce"] == ("ok", [3.0] * 3), out
+        for op in ("all_reduce", "broadcast"):
+            got = out["distx", op]
+            ok = got == out["gloo", op] or (got[0] == "call" and got[1] == "ValueError"
+                                            and got[2].startswith(f"distx {op}"))
+            assert ok, f"rank {rank} {op}: distx {got}; gloo {out['gloo', op]}"
