@@ -590,6 +590,39 @@ def test_collective_matches_gloo(ws: int, name: str) -> None:
     assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())
 
 
+def _odd_chunks_worker(rank: int, ws: int) -> list:
+    bad = []
+    for dt in (torch.float64, torch.float32, torch.float16, torch.int64, torch.int8):
+        for n in (1, 511, 4099, 100_003):
+            for op in ("SUM", "MAX"):
+                t = _values(dt, op, n, rank)
+                dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
+                if not torch.equal(t, _reference(dt, op, n, ws)):
+                    bad.append(f"all_reduce {op} {dt} n={n}")
+        outs = [torch.zeros(777, dtype=dt) for _ in range(ws)]
+        dist.all_gather(outs, _values(dt, "SUM", 777, rank))
+        if not all(torch.equal(outs[r], _values(dt, "SUM", 777, r)) for r in range(ws)):
+            bad.append(f"all_gather {dt}")
+        b = _values(dt, "SUM", 50_001, rank)
+        dist.broadcast(b, src=ws - 1)
+        if not torch.equal(b, _values(dt, "SUM", 50_001, ws - 1)):
+            bad.append(f"broadcast {dt}")
+    c = torch.full((3001,), complex(rank, -rank), dtype=torch.complex128)
+    dist.all_reduce(c)
+    if not torch.equal(c, torch.full((3001,), complex(sum(range(ws)), -sum(range(ws))), dtype=torch.complex128)):
+        bad.append("all_reduce complex128")
+    return bad
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunk", ["4096", "4097", "5003"])
+def test_pipelining_chunk_sizes_not_multiple_of_element_size(chunk: str) -> None:
+    """DISTX_CHUNK_BYTES that no element size divides: chunks must still split on
+    element boundaries (a reduction over half an element would be garbage)."""
+    for rank, bad in enumerate(run_ranks(_odd_chunks_worker, 3, env={"DISTX_CHUNK_BYTES": chunk}, timeout=45)):
+        assert not bad, f"rank {rank} with DISTX_CHUNK_BYTES={chunk}: wrong results for {bad}"
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("ws", [2, 3])
 def test_work_pending_at_destroy_completes(ws: int) -> None:
