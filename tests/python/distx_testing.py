@@ -31,9 +31,16 @@ What ``run_ranks`` does:
 - brings back each rank's return value, or its exception (type, message and
   traceback; re-raised in the parent as ``RankFailed``);
 - enforces a hard wall-clock ``timeout``: a rank that is still running then is
-  killed and the call fails with ``RankHung`` naming it, instead of blocking CI.
-  When one rank fails, the others get ``grace`` seconds to finish before they
-  are killed too (a peer of a failed rank usually waits in a collective).
+  killed and the call fails with ``RankHung`` naming it and showing where each
+  of its Python threads was (faulthandler, on SIGUSR1 just before the kill),
+  instead of blocking CI. When one rank fails, the others get ``grace``
+  seconds to finish before they are killed too (a peer of a failed rank
+  usually waits in a collective). A rank that returned but then exited
+  non-zero (a crash in teardown) counts as failed.
+
+``run_ranks_raw`` returns every rank's ``RankResult`` (ok, value, exc_type,
+message, traceback, exitcode, hung) without raising: for tests of failures.
+Keyword arguments for fn go in ``fn_kwargs=``.
 
 Results travel through files written with the standard pickler (tensors are
 serialised by value), not through a pipe, so big results cannot deadlock the
