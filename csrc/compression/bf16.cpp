@@ -1,12 +1,18 @@
 // fp32 <-> bfloat16 cast codec (see cast.h). Both loops are branch-free integer
 // code (the rounding of common/half.h's floatToBf16, written with selects) so
-// the compiler vectorises them; DISTX_CLONES adds an AVX2 build.
+// the compiler vectorises them; DISTX_CLONES adds an AVX2 build. On x86 with
+// AVX2 the encoder is written out with intrinsics (16 lanes per iteration):
+// narrowing 32 -> 16 bits is where the compiler's version loses time.
 #include <atomic>
 #include <cstring>
 
 #include "common/half.h"
 #include "compression/cast.h"
 #include "compression/simd.h"
+
+#if DISTX_X86_DISPATCH
+#include <immintrin.h>
+#endif
 
 namespace distx {
 namespace compression {
@@ -39,11 +45,61 @@ DISTX_CLONES void decodeLoop(const uint16_t* __restrict src, float* __restrict d
   }
 }
 
+#if DISTX_X86_DISPATCH
+// 8 floats -> 8 bf16 codes in the low halves of 32-bit lanes.
+__attribute__((target("avx2"))) inline __m256i narrowAvx2(const float* p, __m256 vscale,
+                                                          size_t& overflow) {
+  const __m256i absMask = _mm256_set1_epi32(0x7fffffff);
+  const __m256i expMask = _mm256_set1_epi32(0x7f800000);
+  const __m256i x = _mm256_castps_si256(_mm256_loadu_ps(p));
+  const __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(x), vscale));
+  const __m256i hi = _mm256_srli_epi32(u, 16);
+  const __m256i roundBias =
+      _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(hi, _mm256_set1_epi32(1)));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, roundBias), 16);
+  const __m256i isNan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absMask), expMask);
+  const __m256i out =
+      _mm256_blendv_epi8(rounded, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), isNan);
+  const __m256i finite = _mm256_cmpgt_epi32(expMask, _mm256_and_si256(x, absMask));
+  const __m256i inf = _mm256_cmpeq_epi32(_mm256_and_si256(out, _mm256_set1_epi32(0x7fff)),
+                                         _mm256_set1_epi32(0x7f80));
+  overflow +=
+      __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_and_si256(finite, inf))));
+  return out;
+}
+
+__attribute__((target("avx2"))) size_t encodeAvx2(const float* src, uint16_t* dst, size_t n,
+                                                  float scale) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  size_t overflow = 0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i lo = narrowAvx2(src + i, vscale, overflow);
+    const __m256i hi = narrowAvx2(src + i + 8, vscale, overflow);
+    // packus works per 128-bit lane: restore element order with a 64-bit permute.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), packed);
+  }
+  return overflow + encodeLoop(src + i, dst + i, n - i, scale);
+}
+
+bool haveAvx2() {
+  static const bool have = __builtin_cpu_supports("avx2");
+  return have;
+}
+#endif
+
 }  // namespace
 
 size_t encodeBf16(const float* src, uint16_t* dst, size_t n, float scale, const Parallel& par) {
   std::atomic<size_t> overflow{0};
   parallelRange(n, kStreamGrain, par, [&](size_t b, size_t e) {
+#if DISTX_X86_DISPATCH
+    if (haveAvx2()) {
+      overflow += encodeAvx2(src + b, dst + b, e - b, scale);
+      return;
+    }
+#endif
     overflow += encodeLoop(src + b, dst + b, e - b, scale);
   });
   return overflow.load();

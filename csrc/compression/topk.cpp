@@ -5,16 +5,16 @@
 //           key >> 20 (2048 bins: exponent + 3 mantissa bits; 8 KiB, in L1).
 //   scan    walk the merged histogram from the top to the bin b* holding the
 //           k-th largest key; `need` keys must still come from b*.
-//   pass 2  gather b*'s keys (typically a few % of n) in chunk order;
-//           nth_element on a copy gives the exact threshold key t; m = how
-//           many keys equal to t are taken (ties go to the lowest indices).
-//   offsets per chunk: keys > t (histogram bins above b* + its slice of the
-//           gathered keys) and keys == t give each chunk its output offset and
-//           tie quota, so pass 3 writes pairs in ascending index order with no
-//           merge step.
-//   pass 3  write the pairs, zero the selected residual entries.
-// Cost: three streaming reads and one write of n floats, O(n) histogram
-// updates, and nth_element over one bin. No sort of n elements anywhere.
+//   pass 2  gather (index, key) of every entry in bins >= b* -- the k winners
+//           plus the rest of b*, typically 1-3 % of n -- in index order, each
+//           chunk at an offset its histogram already gives.
+//   select  nth_element on b*'s keys gives the exact threshold key t and how
+//           many keys equal to t are taken (the lowest indices); one serial
+//           walk over the candidates writes the pairs in index order and
+//           zeroes the residual entries sent.
+// Cost: two streaming reads of n floats (one write with error feedback), one
+// histogram update per element, and work proportional to the candidates. No
+// sort of n elements anywhere.
 #include "compression/topk.h"
 
 #include <algorithm>
@@ -26,6 +26,10 @@
 
 #include "common/error.h"
 #include "common/half.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace distx {
 namespace compression {
@@ -40,6 +44,11 @@ inline uint32_t keyOf(float a) {
   return floatToBits(a) & 0x7fffffffu;
 }
 
+struct Candidate {
+  uint32_t index;
+  uint32_t key;
+};
+
 // The entry a[i] as pass 1 left it: in the residual, or recomputed.
 struct Source {
   const float* x;
@@ -47,6 +56,40 @@ struct Source {
   float scale;
   float at(size_t i) const { return residual ? residual[i] : x[i] * scale; }
 };
+
+// Appends (i, key) for i in [b, e) with key >= loKey, where the entries are
+// src[i] * scale (src = the residual with scale 1, or x). Candidates are rare
+// (1-3 %), so on x86 blocks of 16 are first tested with SSE2 compares and
+// skipped whole when none qualifies (keys < 2^31 compare right as int32).
+void gather(Candidate* out, Candidate* outEnd, const float* src, float scale, size_t b, size_t e,
+            uint32_t loKey) {
+  size_t i = b;
+#if defined(__SSE2__)
+  const __m128 vscale = _mm_set1_ps(scale);
+  const __m128i absMask = _mm_set1_epi32(0x7fffffff);
+  const __m128i below = _mm_set1_epi32(static_cast<int32_t>(loKey) - 1);
+  auto hits = [&](size_t j) {
+    const __m128i key =
+        _mm_and_si128(_mm_castps_si128(_mm_mul_ps(_mm_loadu_ps(src + j), vscale)), absMask);
+    return _mm_cmpgt_epi32(key, below);
+  };
+  for (; i + 16 <= e; i += 16) {
+    const __m128i any =
+        _mm_or_si128(_mm_or_si128(hits(i), hits(i + 4)), _mm_or_si128(hits(i + 8), hits(i + 12)));
+    if (_mm_movemask_epi8(any) == 0) continue;
+    for (size_t j = i; j < i + 16; ++j) {
+      const uint32_t key = keyOf(src[j] * scale);
+      if (key >= loKey && out != outEnd) *out++ = {static_cast<uint32_t>(j), key};
+    }
+  }
+#endif
+  for (; i < e; ++i) {
+    const uint32_t key = keyOf(src[i] * scale);
+    if (key >= loKey && out != outEnd) *out++ = {static_cast<uint32_t>(i), key};
+  }
+  // Pass 1 counted these same keys; a mismatch would be a bug, never a silent overrun.
+  DISTX_CHECK(out == outEnd, Error, "top-k: candidate count changed between passes");
+}
 
 }  // namespace
 
@@ -70,18 +113,37 @@ size_t encodeTopK(const float* x, float* residual, size_t n, size_t k, float sca
   // Pass 1: combine with the residual and histogram the keys.
   std::vector<uint32_t> hist(chunks * kBins, 0);
   par.run(chunks, [&](size_t c) {
-    uint32_t* h = &hist[c * kBins];
-    const size_t e = begin(c + 1);
-    if (residual) {
-      for (size_t i = begin(c); i < e; ++i) {
-        const float a = x[i] * scale + residual[i];
-        residual[i] = a;
-        ++h[keyOf(a) >> kBinShift];
+    // Two interleaved sub-histograms halve the store-to-load chains on hot bins.
+    uint32_t sub[2][kBins] = {};
+    const size_t b = begin(c), e = begin(c + 1);
+    const float s = scale;
+    const float* xs = x;
+    float* rs = residual;
+    size_t i = b;
+    if (rs) {
+      for (; i + 2 <= e; i += 2) {
+        const float a0 = xs[i] * s + rs[i], a1 = xs[i + 1] * s + rs[i + 1];
+        rs[i] = a0;
+        rs[i + 1] = a1;
+        ++sub[0][keyOf(a0) >> kBinShift];
+        ++sub[1][keyOf(a1) >> kBinShift];
+      }
+      for (; i < e; ++i) {
+        const float a = xs[i] * s + rs[i];
+        rs[i] = a;
+        ++sub[0][keyOf(a) >> kBinShift];
       }
     } else {
-      for (size_t i = begin(c); i < e; ++i)
-        ++h[keyOf(x[i] * scale) >> kBinShift];
+      for (; i + 2 <= e; i += 2) {
+        ++sub[0][keyOf(xs[i] * s) >> kBinShift];
+        ++sub[1][keyOf(xs[i + 1] * s) >> kBinShift];
+      }
+      for (; i < e; ++i)
+        ++sub[0][keyOf(xs[i] * s) >> kBinShift];
     }
+    uint32_t* h = &hist[c * kBins];
+    for (size_t bin = 0; bin < kBins; ++bin)
+      h[bin] = sub[0][bin] + sub[1][bin];
   });
   std::vector<size_t> total(kBins, 0);
   for (size_t c = 0; c < chunks; ++c) {
@@ -114,61 +176,53 @@ size_t encodeTopK(const float* x, float* residual, size_t n, size_t k, float sca
     above += total[b];
   }
 
-  // Pass 2: gather that bin's keys in chunk order; exact threshold.
+  // Pass 2: gather every entry in bins >= lo, in index order. Non-finite
+  // entries are always gathered so the residual can drop the unsent ones.
+  const size_t lo =
+      (residual && nonFinite) ? std::min<size_t>(bin, kNonFiniteKey >> kBinShift) : bin;
   std::vector<size_t> candBegin(chunks + 1, 0);
-  for (size_t c = 0; c < chunks; ++c)
-    candBegin[c + 1] = candBegin[c] + hist[c * kBins + bin];
-  std::vector<uint32_t> cand(candBegin[chunks]);
-  par.run(chunks, [&](size_t c) {
-    size_t o = candBegin[c];
-    const size_t e = begin(c + 1);
-    for (size_t i = begin(c); i < e; ++i) {
-      const uint32_t key = keyOf(src.at(i));
-      if ((key >> kBinShift) == bin) cand[o++] = key;
-    }
-  });
-  std::vector<uint32_t> sorted(cand);
-  std::nth_element(sorted.begin(), sorted.begin() + (need - 1), sorted.end(),
-                   std::greater<uint32_t>());
-  const uint32_t threshold = sorted[need - 1];
-  const size_t greaterInBin =
-      std::count_if(sorted.begin(), sorted.end(), [&](uint32_t v) { return v > threshold; });
-  const size_t tiesTaken = need - greaterInBin;
-
-  // Offsets: each chunk's output position and its share of the ties.
-  std::vector<size_t> outBegin(chunks + 1, 0), tieQuota(chunks, 0);
-  for (size_t c = 0, tiesBefore = 0; c < chunks; ++c) {
-    size_t greater = 0, ties = 0;
-    for (size_t b = bin + 1; b < kBins; ++b)
-      greater += hist[c * kBins + b];
-    for (size_t j = candBegin[c]; j < candBegin[c + 1]; ++j) {
-      greater += cand[j] > threshold;
-      ties += cand[j] == threshold;
-    }
-    tieQuota[c] = std::min(ties, tiesTaken - std::min(tiesTaken, tiesBefore));
-    tiesBefore += ties;
-    outBegin[c + 1] = outBegin[c] + greater + tieQuota[c];
+  for (size_t c = 0; c < chunks; ++c) {
+    size_t count = 0;
+    for (size_t b = lo; b < kBins; ++b)
+      count += hist[c * kBins + b];
+    candBegin[c + 1] = candBegin[c] + count;
   }
-
-  // Pass 3: write the pairs in index order; update the residual.
+  std::vector<Candidate> cand(candBegin[chunks]);
+  const uint32_t loKey = static_cast<uint32_t>(lo) << kBinShift;
   par.run(chunks, [&](size_t c) {
-    size_t o = outBegin[c], quota = tieQuota[c];
-    const size_t e = begin(c + 1);
-    for (size_t i = begin(c); i < e; ++i) {
-      const float a = src.at(i);
-      const uint32_t key = keyOf(a);
-      const bool take = key > threshold || (key == threshold && quota > 0);
-      if (take) {
-        quota -= key == threshold;
-        pairs[2 * o] = static_cast<int32_t>(i);
-        pairs[2 * o + 1] = static_cast<int32_t>(floatToBits(a));
-        ++o;
-        if (residual) residual[i] = 0.0f;
-      } else if (residual && key >= kNonFiniteKey) {
-        residual[i] = 0.0f;
-      }
+    Candidate* out = cand.data() + candBegin[c];
+    Candidate* outEnd = cand.data() + candBegin[c + 1];
+    if (residual) {
+      gather(out, outEnd, residual, 1.0f, begin(c), begin(c + 1), loKey);
+    } else {
+      gather(out, outEnd, x, scale, begin(c), begin(c + 1), loKey);
     }
   });
+
+  // Select: the exact threshold within bin b*, then the pairs in index order.
+  std::vector<uint32_t> inBin;
+  inBin.reserve(total[bin]);
+  for (const Candidate& cd : cand) {
+    if ((cd.key >> kBinShift) == bin) inBin.push_back(cd.key);
+  }
+  std::nth_element(inBin.begin(), inBin.begin() + (need - 1), inBin.end(),
+                   std::greater<uint32_t>());
+  const uint32_t threshold = inBin[need - 1];
+  size_t ties =
+      need - std::count_if(inBin.begin(), inBin.end(), [&](uint32_t v) { return v > threshold; });
+  size_t o = 0;
+  for (const Candidate& cd : cand) {
+    const bool take = cd.key > threshold || (cd.key == threshold && ties > 0);
+    if (take) {
+      ties -= cd.key == threshold;
+      pairs[2 * o] = static_cast<int32_t>(cd.index);
+      pairs[2 * o + 1] = static_cast<int32_t>(floatToBits(src.at(cd.index)));
+      ++o;
+      if (residual) residual[cd.index] = 0.0f;
+    } else if (residual && cd.key >= kNonFiniteKey) {
+      residual[cd.index] = 0.0f;
+    }
+  }
   return nonFinite;
 }
 
