@@ -65,6 +65,36 @@ void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, R
 // own block must already hold its input.
 void allgatherRing(CollectiveContext& ctx, const std::vector<void*>& blocks, size_t blockBytes);
 
+// reduce_scatter_ring.cpp: data holds P blocks of blockCount elements; block
+// r of rank r ends reduced (in place; other blocks hold partial results).
+void reduceScatterRing(CollectiveContext& ctx, void* data, size_t blockCount, DType dt, ReduceOp op);
+
+// allreduce_recursive_doubling.cpp: in place over data[count]; latency-optimal
+// (ceil(log2 P) rounds, +2 when P is not a power of two). Every rank ends with
+// bit-identical results (operands are always combined lower rank first).
+void allreduceRecursiveDoubling(CollectiveContext& ctx, void* data, size_t count, DType dt,
+                                ReduceOp op);
+
+// reduce_tree.cpp: binomial-tree reduction of data[count] into `root`'s data.
+// On non-root ranks with children, data is overwritten with partial results.
+void reduceTree(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op, int root);
+
+// gather_linear.cpp: every rank's `bytes` at `in` land in out[rank] on `root`
+// (out is used on the root only; out[root] may alias in).
+void gatherLinear(CollectiveContext& ctx, const void* in, size_t bytes,
+                  const std::vector<void*>& out, int root);
+
+// scatter_linear.cpp: in[r] (root only) lands in rank r's `out`.
+void scatterLinear(CollectiveContext& ctx, const std::vector<const void*>& in, void* out,
+                   size_t bytes, int root);
+
+// alltoall_pairwise.cpp: send[p] (sendBytes[p]) goes to rank p, which receives
+// it into its recv[rank] (recvBytes[rank]). Sizes may differ per peer but must
+// agree pairwise (checked: a mismatch is InvalidArgument, never a hang).
+void alltoallPairwise(CollectiveContext& ctx, const std::vector<const void*>& send,
+                      const std::vector<size_t>& sendBytes, const std::vector<void*>& recv,
+                      const std::vector<size_t>& recvBytes);
+
 // broadcast_tree.cpp: binomial tree from `root`, chunk-pipelined.
 void broadcastTree(CollectiveContext& ctx, void* data, size_t bytes, int root);
 

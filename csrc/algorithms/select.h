@@ -19,4 +19,7 @@ struct AllreduceChoice {
 // (DISTX_ALGO) overrides the size rules; an unknown name is InvalidArgument.
 AllreduceChoice selectAllreduce(size_t bytes, int worldSize, const std::string& forced);
 
+// Largest all-reduce (bytes) that goes to recursive doubling on worldSize ranks.
+size_t recursiveDoublingMaxBytes(int worldSize);
+
 }  // namespace distx

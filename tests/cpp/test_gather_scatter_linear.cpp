@@ -1,0 +1,129 @@
+// Linear gather and scatter over 1-8 thread ranks: every root, sizes 0, 1,
+// P-1, P+1, prime and large, aliased own blocks, size mismatches detected,
+// and the traffic formula (only the root's peers' blocks move).
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "algorithms/algorithm.h"
+#include "harness.h"
+
+namespace distx::testing {
+namespace {
+
+uint8_t byteOf(int r, size_t i) {
+  return static_cast<uint8_t>(r * 29 + i * 13 + 7);
+}
+
+std::vector<size_t> sizesFor(int P) {
+  return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 10007, 300001};
+}
+
+class GatherScatter : public ::testing::TestWithParam<int> {};
+
+TEST_P(GatherScatter, GatherPlacesEveryBlockAtTheRoot) {
+  const int P = GetParam();
+  for (int root = 0; root < P; ++root) {
+    for (size_t n : sizesFor(P)) {
+      std::vector<std::vector<uint8_t>> in(P, std::vector<uint8_t>(n));
+      for (int r = 0; r < P; ++r) {
+        for (size_t i = 0; i < n; ++i)
+          in[r][i] = byteOf(r, i);
+      }
+      std::vector<std::vector<uint8_t>> out(P, std::vector<uint8_t>(n, 0));
+      auto bytes = runRanks(P, [&](Rank& rk) {
+        auto ctx = rk.ctx(4);
+        std::vector<void*> blocks;
+        if (rk.rank == root) {
+          for (auto& o : out)
+            blocks.push_back(o.data());
+        }
+        gatherLinear(ctx, in[rk.rank].data(), n, blocks, root);
+      });
+      for (int r = 0; r < P; ++r) {
+        ASSERT_EQ(out[r], in[r]) << "P=" << P << " root " << root << " n=" << n << " block " << r;
+        EXPECT_EQ(bytes[r], r == root ? 0 : n);
+      }
+    }
+  }
+}
+
+TEST_P(GatherScatter, ScatterDeliversEachRankItsBlock) {
+  const int P = GetParam();
+  for (int root = 0; root < P; ++root) {
+    for (size_t n : sizesFor(P)) {
+      std::vector<std::vector<uint8_t>> in(P, std::vector<uint8_t>(n));
+      for (int r = 0; r < P; ++r) {
+        for (size_t i = 0; i < n; ++i)
+          in[r][i] = byteOf(r, i);
+      }
+      std::vector<std::vector<uint8_t>> out(P, std::vector<uint8_t>(n, 0));
+      auto bytes = runRanks(P, [&](Rank& rk) {
+        auto ctx = rk.ctx(4);
+        std::vector<const void*> blocks;
+        if (rk.rank == root) {
+          for (auto& b : in)
+            blocks.push_back(b.data());
+        }
+        scatterLinear(ctx, blocks, out[rk.rank].data(), n, root);
+      });
+      for (int r = 0; r < P; ++r) {
+        ASSERT_EQ(out[r], in[r]) << "P=" << P << " root " << root << " n=" << n << " rank " << r;
+        EXPECT_EQ(bytes[r], r == root ? (P - 1) * n : 0);
+      }
+    }
+  }
+}
+
+TEST_P(GatherScatter, RootBlockMayAliasItsOwnSlot) {
+  const int P = GetParam();
+  const size_t n = 33;
+  std::vector<std::vector<uint8_t>> bufs(P, std::vector<uint8_t>(n * P, 0));
+  for (int r = 0; r < P; ++r) {
+    for (size_t i = 0; i < n; ++i)
+      bufs[r][r * n + i] = byteOf(r, i);
+  }
+  runRanks(P, [&](Rank& rk) {
+    auto ctx = rk.ctx(4);
+    std::vector<void*> blocks;
+    for (int b = 0; b < P; ++b)
+      blocks.push_back(bufs[rk.rank].data() + b * n);
+    gatherLinear(ctx, blocks[rk.rank], n, rk.rank == 0 ? blocks : std::vector<void*>{}, 0);
+  });
+  for (int b = 0; b < P; ++b) {
+    for (size_t i = 0; i < n; ++i)
+      ASSERT_EQ(bufs[0][b * n + i], byteOf(b, i));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, GatherScatter, ::testing::Range(1, 9),
+                         [](const auto& info) { return "P" + std::to_string(info.param); });
+
+TEST(GatherScatterFailure, SizeMismatchIsAnErrorNotAHang) {
+  // Rank 1 sends fewer bytes than the root expects.
+  EXPECT_THROW(runRanks(2,
+                        [&](Rank& rk) {
+                          auto ctx = rk.ctx(1, std::chrono::seconds(5));
+                          std::vector<uint8_t> in(rk.rank == 0 ? 8 : 4, 1), o0(8), o1(8);
+                          gatherLinear(ctx, in.data(), in.size(), {o0.data(), o1.data()}, 0);
+                        }),
+               InvalidArgument);
+  // The root sends more than rank 1 posted: the transport reports truncation.
+  EXPECT_THROW(runRanks(2,
+                        [&](Rank& rk) {
+                          auto ctx = rk.ctx(1, std::chrono::seconds(5));
+                          std::vector<uint8_t> a(8, 1), b(8, 2), out(rk.rank == 0 ? 8 : 4);
+                          scatterLinear(ctx, {a.data(), b.data()}, out.data(), out.size(), 0);
+                        }),
+               Error);
+  EXPECT_THROW(runRanks(2,
+                        [&](Rank& rk) {
+                          auto ctx = rk.ctx(1);
+                          uint8_t x = 0;
+                          gatherLinear(ctx, &x, 1, {&x}, 0);  // root with one block for two ranks
+                        }),
+               Error);
+}
+
+}  // namespace
+}  // namespace distx::testing

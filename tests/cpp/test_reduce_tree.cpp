@@ -1,0 +1,78 @@
+// Binomial-tree reduce over 1-8 thread ranks: every root, every supported
+// dtype x op exact at the root, inputs of leaf ranks untouched, and the
+// traffic formula (each non-root rank sends the vector exactly once).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+
+#include "algorithms/algorithm.h"
+#include "harness.h"
+#include "reduce_oracle.h"
+
+namespace distx::testing {
+namespace {
+
+std::vector<size_t> countsFor(int P) {
+  return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 13, 1031};
+}
+
+void check(int P, int root, size_t count, const ReduceCase& c, size_t chunkBytes) {
+  const size_t elem = dtypeSize(c.dt);
+  std::vector<std::vector<uint8_t>> bufs, inputs;
+  for (int r = 0; r < P; ++r)
+    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  inputs = bufs;
+  auto bytes = runRanks(P, [&](Rank& rk) {
+    auto ctx = rk.ctx(2, std::chrono::seconds(30), chunkBytes);
+    reduceTree(ctx, bufs[rk.rank].data(), count, c.dt, c.op, root);
+  });
+  const double tol = oracleTolerance(c.dt, c.op);
+  for (size_t i = 0; i < count; ++i) {
+    const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, bufs[root].data(), i);
+    ASSERT_NEAR(got, want, tol * std::abs(want))
+        << "P=" << P << " root " << root << " count=" << count << " " << c.name() << " i=" << i;
+  }
+  for (int r = 0; r < P; ++r) {
+    // A leaf (odd distance from the root) only sends: its input is untouched.
+    if (mod(r - root, P) % 2 == 1)
+      ASSERT_EQ(bufs[r], inputs[r]) << "leaf rank " << r << " modified";
+    EXPECT_EQ(bytes[r], r == root ? 0 : count * elem) << "bytes sent by rank " << r;
+  }
+}
+
+class ReduceTree : public ::testing::TestWithParam<int> {};
+
+TEST_P(ReduceTree, EveryRootDtypeAndOpExact) {
+  const int P = GetParam();
+  for (int root = 0; root < P; ++root) {
+    for (const auto& c : supportedReduceCases()) {
+      for (size_t count : countsFor(P))
+        check(P, root, count, c, 64);  // several chunks
+    }
+  }
+}
+
+TEST_P(ReduceTree, LargeVectorManyChunks) {
+  const int P = GetParam();
+  check(P, P / 2, 300007, {DType::kFloat32, ReduceOp::kSum}, 4096);
+  check(P, P - 1, 300007, {DType::kInt64, ReduceOp::kMax}, 1 << 16);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, ReduceTree, ::testing::Range(1, 9),
+                         [](const auto& info) { return "P" + std::to_string(info.param); });
+
+TEST(ReduceTreeFailure, BadRootIsInvalidArgument) {
+  std::vector<float> v(4);
+  EXPECT_THROW(runRanks(2,
+                        [&](Rank& rk) {
+                          auto ctx = rk.ctx(1);
+                          std::vector<float> mine(v);
+                          reduceTree(ctx, mine.data(), mine.size(), DType::kFloat32, ReduceOp::kSum,
+                                     2);
+                        }),
+               InvalidArgument);
+}
+
+}  // namespace
+}  // namespace distx::testing
