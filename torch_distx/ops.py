@@ -22,6 +22,11 @@ them, and offers typed wrappers:
 ``topk_decode(p, n, s)``  dense float32 ``[n]``: ``out[i] += v * s`` for each
                         pair of ``p`` (shape ``[..., 2]``) in order;
                         concatenated payloads of several ranks sum
+``fp16_decode_into(p, out, s)``  guarded decode into float32 ``out``: returns
+                        the number of NaN/inf codes in ``p`` (int64, 0-dim)
+                        and writes ``out`` only when it is 0
+``bf16_decode_into``    the same for bfloat16
+``topk_decode_into(p, out, s)``  ``topk_decode`` into float32 ``out``
 ======================  =====================================================
 """
 
@@ -39,6 +44,9 @@ __all__ = [
     "topk_encode",
     "topk_encode_ef",
     "topk_decode",
+    "fp16_decode_into",
+    "bf16_decode_into",
+    "topk_decode_into",
     "topk_count",
     "topk_unpack",
 ]
@@ -87,6 +95,26 @@ def _topk_decode_fake(payload: torch.Tensor, numel: int, scale: float = 1.0) -> 
     return payload.new_empty((numel,), dtype=torch.float32)
 
 
+@torch.library.register_fake("distx::fp16_decode_into")
+def _fp16_decode_into_fake(payload: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    torch._check(payload.dtype == torch.float16, lambda: f"expected a float16 payload, got {payload.dtype}")
+    torch._check(out.numel() == payload.numel(), lambda: "out and payload sizes differ")
+    return payload.new_empty((), dtype=torch.int64)
+
+
+@torch.library.register_fake("distx::bf16_decode_into")
+def _bf16_decode_into_fake(payload: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    torch._check(payload.dtype == torch.bfloat16, lambda: f"expected a bfloat16 payload, got {payload.dtype}")
+    torch._check(out.numel() == payload.numel(), lambda: "out and payload sizes differ")
+    return payload.new_empty((), dtype=torch.int64)
+
+
+@torch.library.register_fake("distx::topk_decode_into")
+def _topk_decode_into_fake(payload: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> None:
+    torch._check(payload.dtype == torch.int32, lambda: f"expected an int32 payload, got {payload.dtype}")
+    return None
+
+
 def fp16_encode(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return torch.ops.distx.fp16_encode(x, scale)
 
@@ -113,6 +141,19 @@ def topk_encode_ef(grad: torch.Tensor, residual: torch.Tensor, k: int) -> torch.
 
 def topk_decode(payload: torch.Tensor, numel: int, scale: float = 1.0) -> torch.Tensor:
     return torch.ops.distx.topk_decode(payload, numel, scale)
+
+
+def fp16_decode_into(payload: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> int:
+    """Decodes into ``out`` unless the payload holds NaN/inf; returns how many it holds."""
+    return int(torch.ops.distx.fp16_decode_into(payload, out, scale))
+
+
+def bf16_decode_into(payload: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> int:
+    return int(torch.ops.distx.bf16_decode_into(payload, out, scale))
+
+
+def topk_decode_into(payload: torch.Tensor, out: torch.Tensor, scale: float = 1.0) -> None:
+    torch.ops.distx.topk_decode_into(payload, out, scale)
 
 
 def topk_count(numel: int, ratio: float) -> int:

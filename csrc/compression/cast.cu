@@ -46,7 +46,9 @@ __global__ void encodeFp16Kernel(const float* src, uint16_t* dst, size_t n, floa
   if (overflow) addOverflow(count, overflow);
 }
 
-__global__ void decodeFp16Kernel(const uint16_t* src, float* dst, size_t n, float scale) {
+__global__ void decodeFp16Kernel(const uint16_t* src, float* dst, size_t n, float scale,
+                                 const unsigned long long* guard) {
+  if (guard && *guard) return;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
     dst[i] = __half2float(__ushort_as_half(src[i])) * scale;
@@ -69,14 +71,34 @@ __global__ void encodeBf16Kernel(const float* src, uint16_t* dst, size_t n, floa
   if (overflow) addOverflow(count, overflow);
 }
 
-__global__ void decodeBf16Kernel(const uint16_t* src, float* dst, size_t n, float scale) {
+__global__ void decodeBf16Kernel(const uint16_t* src, float* dst, size_t n, float scale,
+                                 const unsigned long long* guard) {
+  if (guard && *guard) return;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x) {
     dst[i] = __uint_as_float(static_cast<uint32_t>(src[i]) << 16) * scale;
   }
 }
 
+__global__ void countKernel(const uint16_t* src, size_t n, uint16_t mask,
+                            unsigned long long* count) {
+  unsigned c = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    c += (src[i] & mask) == mask;
+  }
+  addOverflow(c, count);
+}
+
 }  // namespace
+
+void countNonFinite(const uint16_t* src, size_t n, bool bf16, unsigned long long* count,
+                    void* stream) {
+  if (n == 0) return;
+  countKernel<<<gridFor(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      src, n, bf16 ? 0x7f80 : 0x7c00, count);
+  check(cudaGetLastError(), "count non-finite");
+}
 
 void encodeFp16(const float* src, uint16_t* dst, size_t n, float scale,
                 unsigned long long* overflow, void* stream) {
@@ -86,10 +108,11 @@ void encodeFp16(const float* src, uint16_t* dst, size_t n, float scale,
   check(cudaGetLastError(), "fp16 encode");
 }
 
-void decodeFp16(const uint16_t* src, float* dst, size_t n, float scale, void* stream) {
+void decodeFp16(const uint16_t* src, float* dst, size_t n, float scale,
+                const unsigned long long* guard, void* stream) {
   if (n == 0) return;
   decodeFp16Kernel<<<gridFor(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(src, dst, n,
-                                                                                   scale);
+                                                                                   scale, guard);
   check(cudaGetLastError(), "fp16 decode");
 }
 
@@ -101,10 +124,11 @@ void encodeBf16(const float* src, uint16_t* dst, size_t n, float scale,
   check(cudaGetLastError(), "bf16 encode");
 }
 
-void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale, void* stream) {
+void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale,
+                const unsigned long long* guard, void* stream) {
   if (n == 0) return;
   decodeBf16Kernel<<<gridFor(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(src, dst, n,
-                                                                                   scale);
+                                                                                   scale, guard);
   check(cudaGetLastError(), "bf16 decode");
 }
 

@@ -31,7 +31,12 @@ size_t encodeBf16(const float* src, uint16_t* dst, size_t n, float scale,
 void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale,
                 const Parallel& par = defaultParallel());
 
-// Which fp16 kernel this CPU runs: "f16c" (AVX + F16C, 8 lanes) or "scalar".
+// Number of NaN/inf codes in an fp16 / bf16 payload (a guarded decode checks
+// this first and leaves its output untouched when it is not zero).
+size_t countNonFiniteFp16(const uint16_t* src, size_t n, const Parallel& par = defaultParallel());
+size_t countNonFiniteBf16(const uint16_t* src, size_t n, const Parallel& par = defaultParallel());
+
+// Which fp16 kernel this CPU runs: "avx512f" (16 lanes), "f16c" (8 lanes) or "scalar".
 const char* fp16KernelName();
 
 }  // namespace compression

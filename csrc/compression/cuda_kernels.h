@@ -14,10 +14,17 @@ namespace cuda {
 // overflow: a device counter the encoders add their overflow count to, or null.
 void encodeFp16(const float* src, uint16_t* dst, size_t n, float scale,
                 unsigned long long* overflow, void* stream);
-void decodeFp16(const uint16_t* src, float* dst, size_t n, float scale, void* stream);
+// guard: a device counter, or null; when it is non-zero the decoders write nothing
+// (the guarded decode of cast.h, without a host round trip).
+void decodeFp16(const uint16_t* src, float* dst, size_t n, float scale,
+                const unsigned long long* guard, void* stream);
 void encodeBf16(const float* src, uint16_t* dst, size_t n, float scale,
                 unsigned long long* overflow, void* stream);
-void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale, void* stream);
+void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale,
+                const unsigned long long* guard, void* stream);
+// Adds the number of NaN/inf codes of a payload to *count (device).
+void countNonFinite(const uint16_t* src, size_t n, bool bf16, unsigned long long* count,
+                    void* stream);
 
 // Device scratch encodeTopK needs for n elements.
 size_t topkScratchBytes(size_t n);

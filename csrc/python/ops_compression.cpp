@@ -9,6 +9,12 @@
 //   topk_encode(x, k) -> int32 [k, 2]     (index, float bits) pairs, see topk.h
 //   topk_encode_ef(grad, residual!, k)    the same on grad + residual; updates residual
 //   topk_decode(payload [..., 2], numel, scale=1) -> f32 [numel]
+//   fp16_decode_into / bf16_decode_into(payload, out!, scale=1) -> int64 count
+//                                         guarded decode into a float32 `out`: returns the
+//                                         number of NaN/inf payload codes and writes `out`
+//                                         only when it is 0 (so the caller keeps its data
+//                                         for a dense fallback; see torch_distx/hooks)
+//   topk_decode_into(payload, out!, scale=1)  topk_decode into a float32 `out`
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -118,7 +124,8 @@ at::Tensor castDecode(const at::Tensor& payload, double scale, at::ScalarType ty
     const c10::cuda::CUDAGuard guard(in.device());
     auto fn = type == at::kHalf ? cx::cuda::decodeFp16 : cx::cuda::decodeBf16;
     translate(op, [&] {
-      fn(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), currentStream());
+      fn(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), nullptr,
+         currentStream());
       return 0;
     });
     return out;
@@ -142,6 +149,60 @@ at::Tensor bf16Encode(const at::Tensor& x, double scale) {
 }
 at::Tensor bf16Decode(const at::Tensor& payload, double scale) {
   return castDecode(payload, scale, at::kBFloat16, cx::decodeBf16, "bf16_decode");
+}
+
+void checkOut(const at::Tensor& out, const at::Tensor& payload, int64_t numel, const char* op) {
+  TORCH_CHECK_TYPE(out.scalar_type() == at::kFloat, "distx::", op, ": out must be float32, got ",
+                   out.scalar_type());
+  TORCH_CHECK_VALUE(out.is_contiguous(), "distx::", op, ": out must be contiguous");
+  TORCH_CHECK_VALUE(out.numel() == numel, "distx::", op, ": out has ", out.numel(),
+                    " elements, expected ", numel);
+  TORCH_CHECK_VALUE(out.device() == payload.device(), "distx::", op, ": out is on ", out.device(),
+                    ", the payload on ", payload.device());
+}
+
+using CpuCount = size_t (*)(const uint16_t*, size_t, const cx::Parallel&);
+
+at::Tensor castDecodeInto(const at::Tensor& payload, at::Tensor& out, double scale,
+                          at::ScalarType type, CpuCount count, CpuDecode decode, const char* op) {
+  checkScale(scale, op);
+  TORCH_CHECK_TYPE(payload.scalar_type() == type, "distx::", op, ": expected a ", type,
+                   " payload, got ", payload.scalar_type());
+  const at::Tensor in = payload.contiguous();
+  checkOut(out, in, in.numel(), op);
+  const auto* src = reinterpret_cast<const uint16_t*>(in.data_ptr());
+  if (onCuda(in)) {
+#ifdef DISTX_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(in.device());
+    at::Tensor bad = at::zeros({}, in.options().dtype(at::kLong));
+    auto* counter = reinterpret_cast<unsigned long long*>(bad.data_ptr<int64_t>());
+    auto fn = type == at::kHalf ? cx::cuda::decodeFp16 : cx::cuda::decodeBf16;
+    translate(op, [&] {
+      cx::cuda::countNonFinite(src, in.numel(), type == at::kBFloat16, counter, currentStream());
+      fn(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), counter,
+         currentStream());
+      return 0;
+    });
+    return bad;
+#endif
+  }
+  const size_t bad = translate(op, [&] { return count(src, in.numel(), torchParallel()); });
+  if (bad == 0) {
+    translate(op, [&] {
+      decode(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), torchParallel());
+      return 0;
+    });
+  }
+  return at::scalar_tensor(static_cast<int64_t>(bad), in.options().dtype(at::kLong));
+}
+
+at::Tensor fp16DecodeInto(const at::Tensor& payload, at::Tensor& out, double scale) {
+  return castDecodeInto(payload, out, scale, at::kHalf, cx::countNonFiniteFp16, cx::decodeFp16,
+                        "fp16_decode_into");
+}
+at::Tensor bf16DecodeInto(const at::Tensor& payload, at::Tensor& out, double scale) {
+  return castDecodeInto(payload, out, scale, at::kBFloat16, cx::countNonFiniteBf16, cx::decodeBf16,
+                        "bf16_decode_into");
 }
 
 // ---------------------------------------------------------------- top-k
@@ -186,17 +247,16 @@ at::Tensor topkEncodeEf(const at::Tensor& grad, at::Tensor& residual, int64_t k)
   return topkRun(grad, residual.data_ptr<float>(), k, op);
 }
 
-at::Tensor topkDecode(const at::Tensor& payload, int64_t numel, double scale) {
-  const char* op = "topk_decode";
+void topkDecodeTo(const at::Tensor& payload, at::Tensor& out, double scale, const char* op) {
   checkScale(scale, op);
   TORCH_CHECK_TYPE(payload.scalar_type() == at::kInt, "distx::", op,
                    ": expected an int32 payload, got ", payload.scalar_type());
   TORCH_CHECK_VALUE(payload.dim() >= 1 && payload.size(-1) == 2, "distx::", op,
                     ": expected a payload of shape [..., 2], got ", payload.sizes());
-  TORCH_CHECK_VALUE(numel >= 0, "distx::", op, ": numel must be >= 0, got ", numel);
   const at::Tensor in = payload.contiguous();
-  at::Tensor out = at::empty({numel}, in.options().dtype(at::kFloat));
+  checkOut(out, in, out.numel(), op);
   const size_t count = static_cast<size_t>(in.numel() / 2);
+  const size_t numel = static_cast<size_t>(out.numel());
   if (onCuda(in)) {
 #ifdef DISTX_WITH_CUDA
     const c10::cuda::CUDAGuard guard(in.device());
@@ -209,16 +269,25 @@ at::Tensor topkDecode(const at::Tensor& payload, int64_t numel, double scale) {
                            currentStream());
       return 0;
     });
-    return out;
+    return;
 #endif
   }
   translate(op, [&] {
     cx::decodeTopK(in.data_ptr<int32_t>(), count, numel, static_cast<float>(scale),
-                   out.data_ptr<float>(),
-                   /*accumulate=*/false, torchParallel());
+                   out.data_ptr<float>(), /*accumulate=*/false, torchParallel());
     return 0;
   });
+}
+
+at::Tensor topkDecode(const at::Tensor& payload, int64_t numel, double scale) {
+  TORCH_CHECK_VALUE(numel >= 0, "distx::topk_decode: numel must be >= 0, got ", numel);
+  at::Tensor out = at::empty({numel}, payload.options().dtype(at::kFloat));
+  topkDecodeTo(payload, out, scale, "topk_decode");
   return out;
+}
+
+void topkDecodeInto(const at::Tensor& payload, at::Tensor& out, double scale) {
+  topkDecodeTo(payload, out, scale, "topk_decode_into");
 }
 
 }  // namespace
@@ -232,16 +301,22 @@ TORCH_LIBRARY(distx, m) {
   m.def("topk_encode(Tensor x, int k) -> Tensor");
   m.def("topk_encode_ef(Tensor grad, Tensor(a!) residual, int k) -> Tensor");
   m.def("topk_decode(Tensor payload, int numel, float scale=1.0) -> Tensor");
+  m.def("fp16_decode_into(Tensor payload, Tensor(a!) out, float scale=1.0) -> Tensor");
+  m.def("bf16_decode_into(Tensor payload, Tensor(a!) out, float scale=1.0) -> Tensor");
+  m.def("topk_decode_into(Tensor payload, Tensor(a!) out, float scale=1.0) -> ()");
 }
 
-#define DISTX_IMPL_ALL(m)                         \
-  m.impl("fp16_encode", &distx::fp16Encode);      \
-  m.impl("fp16_decode", &distx::fp16Decode);      \
-  m.impl("bf16_encode", &distx::bf16Encode);      \
-  m.impl("bf16_decode", &distx::bf16Decode);      \
-  m.impl("topk_encode", &distx::topkEncode);      \
-  m.impl("topk_encode_ef", &distx::topkEncodeEf); \
-  m.impl("topk_decode", &distx::topkDecode)
+#define DISTX_IMPL_ALL(m)                             \
+  m.impl("fp16_encode", &distx::fp16Encode);          \
+  m.impl("fp16_decode", &distx::fp16Decode);          \
+  m.impl("bf16_encode", &distx::bf16Encode);          \
+  m.impl("bf16_decode", &distx::bf16Decode);          \
+  m.impl("topk_encode", &distx::topkEncode);          \
+  m.impl("topk_encode_ef", &distx::topkEncodeEf);     \
+  m.impl("topk_decode", &distx::topkDecode);          \
+  m.impl("fp16_decode_into", &distx::fp16DecodeInto); \
+  m.impl("bf16_decode_into", &distx::bf16DecodeInto); \
+  m.impl("topk_decode_into", &distx::topkDecodeInto)
 
 TORCH_LIBRARY_IMPL(distx, CPU, m) {
   DISTX_IMPL_ALL(m);
@@ -249,8 +324,9 @@ TORCH_LIBRARY_IMPL(distx, CPU, m) {
 
 // Not differentiable: outputs never require grad, and autograd says nothing.
 TORCH_LIBRARY_IMPL(distx, Autograd, m) {
-  for (const char* op : {"fp16_encode", "fp16_decode", "bf16_encode", "bf16_decode", "topk_encode",
-                         "topk_encode_ef", "topk_decode"}) {
+  for (const char* op :
+       {"fp16_encode", "fp16_decode", "bf16_encode", "bf16_decode", "topk_encode", "topk_encode_ef",
+        "topk_decode", "fp16_decode_into", "bf16_decode_into", "topk_decode_into"}) {
     m.impl(op, torch::CppFunction::makeFallthrough());
   }
 }

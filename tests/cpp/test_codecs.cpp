@@ -161,6 +161,19 @@ TEST(CastCodecs, ResultsDoNotDependOnThreads) {
   EXPECT_EQ(a, c);
 }
 
+TEST(CastCodecs, CountNonFiniteCodes) {
+  std::vector<uint16_t> h(100003, floatToHalf(1.0f)), b(100003, floatToBf16(1.0f));
+  for (size_t i : {size_t{0}, size_t{17}, size_t{65536}, size_t{100002}}) {
+    h[i] = floatToHalf(i % 2 ? kInf : kNaN);
+    b[i] = floatToBf16(i % 2 ? -kInf : kNaN);
+  }
+  h[5] = floatToHalf(65504.0f);  // largest finite: not counted
+  b[5] = floatToBf16(3.38e38f);
+  EXPECT_EQ(countNonFiniteFp16(h.data(), h.size(), oddParallel()), 4u);
+  EXPECT_EQ(countNonFiniteBf16(b.data(), b.size(), oddParallel()), 4u);
+  EXPECT_EQ(countNonFiniteFp16(h.data(), 0), 0u);
+}
+
 TEST(CastCodecs, EmptyInput) {
   EXPECT_EQ(encodeFp16(nullptr, nullptr, 0, 1.0f), 0u);
   EXPECT_EQ(encodeBf16(nullptr, nullptr, 0, 1.0f), 0u);

@@ -12,7 +12,7 @@ import torch
 import torch_distx.ops as ops
 
 ALL_OPS = ["fp16_encode", "fp16_decode", "bf16_encode", "bf16_decode", "topk_encode", "topk_encode_ef",
-           "topk_decode"]
+           "topk_decode", "fp16_decode_into", "bf16_decode_into", "topk_decode_into"]
 
 
 def _samples(name: str) -> list[tuple]:
@@ -33,6 +33,15 @@ def _samples(name: str) -> list[tuple]:
         return [(ops.topk_encode(x, 10), 1000, 1.0),
                 (torch.cat([ops.topk_encode(x, 10), ops.topk_encode(-x, 10)]).view(2, 10, 2), 1000, 0.5),
                 (torch.empty(0, 2, dtype=torch.int32), 5, 1.0)]
+    if name == "fp16_decode_into":
+        bad = x.half()
+        bad[3] = float("inf")
+        return [(x.half(), torch.empty(1000), 0.5), (bad, torch.empty(1000), 1.0), (m.half(), torch.empty(91), 1.0)]
+    if name == "bf16_decode_into":
+        return [(x.bfloat16(), torch.empty(1000), 1.0)]
+    if name == "topk_decode_into":
+        return [(ops.topk_encode(x, 10), torch.empty(1000), 1.0),
+                (torch.stack([ops.topk_encode(x, 5), ops.topk_encode(-x, 5)]), torch.empty(1000), 0.5)]
     raise AssertionError(name)
 
 
@@ -154,6 +163,24 @@ def test_topk_decode_sums_payloads_in_order():
     assert torch.equal(ops.topk_decode(gathered, n, scale), ref)
 
 
+def test_guarded_decode_into():
+    x = torch.randn(4097, generator=torch.Generator().manual_seed(6))
+    for enc, dec, dt in [(ops.fp16_encode, ops.fp16_decode_into, torch.float16),
+                         (ops.bf16_encode, ops.bf16_decode_into, torch.bfloat16)]:
+        payload = enc(x, 0.5)
+        out = torch.full((4097,), 7.0)
+        assert dec(payload, out, 2.0) == 0
+        assert torch.equal(out, payload.float() * 2.0)
+        payload[[0, 100, 4096]] = torch.tensor([float("inf"), float("nan"), -float("inf")], dtype=dt)
+        out.fill_(7.0)
+        assert dec(payload, out) == 3
+        assert torch.equal(out, torch.full((4097,), 7.0))  # untouched: the caller can still fall back
+    p = torch.stack([ops.topk_encode(x, 40), ops.topk_encode(x * 2, 40)])
+    out = torch.full((4097,), 3.0)
+    ops.topk_decode_into(p, out, 0.5)
+    assert torch.equal(out, ops.topk_decode(p, 4097, 0.5))
+
+
 def test_topk_count_matches_cpp_rounding():
     assert [ops.topk_count(n, r) for n, r in [(0, 0.5), (100, 0.0), (100, 0.01), (10, 0.01), (1000, 0.0015),
                                                (100, 0.07), (7, 1.0)]] == [0, 0, 1, 1, 2, 7, 7]
@@ -179,6 +206,10 @@ def test_errors_are_typed():
         ops.topk_decode(torch.zeros(3, dtype=torch.int32), 10)
     with pytest.raises(ValueError, match="finite"):
         ops.fp16_encode(x, math.inf)
+    with pytest.raises(ValueError, match="out has 9"):
+        ops.fp16_decode_into(x.half(), torch.empty(9))
+    with pytest.raises(TypeError, match="float32"):
+        ops.topk_decode_into(ops.topk_encode(x, 1), torch.empty(10, dtype=torch.float64))
 
 
 def test_torch_compile_traces_ops():

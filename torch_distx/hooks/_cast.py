@@ -78,7 +78,7 @@ def _state_for(state) -> CastState:
     return _SHARED[key]
 
 
-def _cast_hook(name: str, encode: Callable, decode: Callable, state, bucket: dist.GradBucket
+def _cast_hook(name: str, encode: Callable, decode_into: Callable, state, bucket: dist.GradBucket
                ) -> torch.futures.Future[torch.Tensor]:
     st = _state_for(state)
     rec = st._recorder
@@ -96,11 +96,14 @@ def _cast_hook(name: str, encode: Callable, decode: Callable, state, bucket: dis
     def unpack(fut: torch.futures.Future) -> bool:
         try:
             t = time.perf_counter()
-            out = decode(fut.value()[0], 1.0)
-            finite = bool(torch.isfinite(out).all())
+            # Straight into the bucket when it is float32; the decode writes
+            # nothing if the sum holds NaN/inf, so the gradient stays for the fallback.
+            direct = buf.dtype == torch.float32 and buf.is_contiguous()
+            out = buf if direct else torch.empty(n, dtype=torch.float32, device=buf.device)
+            finite = int(decode_into(fut.value()[0], out, 1.0)) == 0
             rec.extra(seconds=time.perf_counter() - t)
             if finite:
-                result.set_result(out if out.dtype == buf.dtype else out.to(buf.dtype))
+                result.set_result(out if direct else out.to(buf.dtype))
             return finite
         except Exception as e:  # surface it on the hook's future too
             result.set_exception(e)
@@ -134,10 +137,10 @@ def fp16_hook(state: CastState | dist.ProcessGroup | None, bucket: dist.GradBuck
     """DDP comm hook: all-reduce ``fp16(grad / P)``, with the overflow fallback
     described in this module. Register with
     ``ddp.register_comm_hook(CastState(), fp16_hook)``."""
-    return _cast_hook("fp16", torch.ops.distx.fp16_encode, torch.ops.distx.fp16_decode, state, bucket)
+    return _cast_hook("fp16", torch.ops.distx.fp16_encode, torch.ops.distx.fp16_decode_into, state, bucket)
 
 
 def bf16_hook(state: CastState | dist.ProcessGroup | None, bucket: dist.GradBucket
               ) -> torch.futures.Future[torch.Tensor]:
     """DDP comm hook: all-reduce ``bf16(grad / P)``; as :func:`fp16_hook`."""
-    return _cast_hook("bf16", torch.ops.distx.bf16_encode, torch.ops.distx.bf16_decode, state, bucket)
+    return _cast_hook("bf16", torch.ops.distx.bf16_encode, torch.ops.distx.bf16_decode_into, state, bucket)

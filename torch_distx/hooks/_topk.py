@@ -202,11 +202,11 @@ def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future
         def unpack(f: torch.futures.Future) -> torch.Tensor:
             f.wait()
             t = time.perf_counter()
-            out = torch.ops.distx.topk_decode(gathered.view(world, k, 2), n, 1.0 / world)
-            if out.dtype != buf.dtype:
-                out = out.to(buf.dtype)
+            direct = buf.dtype == torch.float32 and buf.is_contiguous()
+            out = buf if direct else torch.empty(n, dtype=torch.float32, device=buf.device)
+            torch.ops.distx.topk_decode_into(gathered.view(world, k, 2), out, 1.0 / world)
             rec.extra(seconds=time.perf_counter() - t)
-            return out
+            return out if direct else out.to(buf.dtype)
 
         fut = _all_gather(gathered, payload, group=group, async_op=True).get_future().then(unpack)
     if bucket.is_last():
