@@ -254,6 +254,42 @@ TEST(TopK, ErrorFeedbackInvariantIsExact) {
   }
 }
 
+// topk.cpp samples every (n / s)-th entry (s = n / 32 within [1024, 16384]) to
+// bound the k-th largest key. Data whose large entries sit exactly on the
+// sample yields too few candidates; the exact path must take over, on values
+// already combined with the residual (not adding it twice).
+TEST(TopK, MisleadingSampleFallsBackToExactSelection) {
+  const size_t n = 65536, stride = n / 2048;
+  std::vector<float> grad(n, 1.0f);
+  for (size_t j = 0; j < n / stride; ++j)
+    grad[j * stride + stride / 2] = 100.0f;
+  grad[7] = -3.0f;
+  auto residual = randomFloats(n, 21, 0.01f);
+  std::vector<float> a(n);
+  for (size_t i = 0; i < n; ++i)
+    a[i] = grad[i] + residual[i];
+  const size_t k = n / 20;  // more than the 2048 sampled entries
+  const Sparse s = encode(grad, &residual, k, oddParallel());
+  ASSERT_EQ(s.idx, oracleIndices(a, k));
+  for (size_t j = 0; j < k; ++j)
+    ASSERT_EQ(bits(s.val[j]), bits(a[s.idx[j]]));
+  std::vector<float> sent(n, 0.0f);
+  for (size_t j = 0; j < k; ++j)
+    sent[s.idx[j]] = s.val[j];
+  for (size_t i = 0; i < n; ++i)
+    ASSERT_EQ(bits(sent[i] + residual[i]), bits(a[i])) << i;
+}
+
+TEST(TopK, MostlyZerosTakeTheLowestZeroIndices) {
+  std::vector<float> x(100000, 0.0f);
+  x[99999] = -1.0f;
+  x[5000] = 2.0f;
+  for (size_t k : {size_t{1}, size_t{2}, size_t{10}, size_t{1000}}) {
+    const Sparse s = encode(x, nullptr, k, oddParallel());
+    EXPECT_EQ(s.idx, oracleIndices(x, k)) << k;
+  }
+}
+
 TEST(TopK, KZeroKeepsEverythingInResidual) {
   const auto grad = randomFloats(1000, 5);
   std::vector<float> residual(1000, 0.25f);
