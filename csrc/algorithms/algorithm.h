@@ -42,6 +42,18 @@ struct CollectiveContext {
   uint8_t* scratchBytes(size_t bytes);
 };
 
+// True when a completed receive that expected `want` bytes got another size.
+// A reported 0 is not trusted: UcxTransport reports 0 bytes (and source 0)
+// for receives that UCX 1.13 completes immediately inside ucp_tag_recv_nbx,
+// as it leaves recv_info unfilled there. Until the transport asks for
+// callback completion (UCP_OP_ATTR_FLAG_NO_IMM_CMPL), only a nonzero
+// mismatch is reported; a message larger than the buffer is caught anyway
+// (truncation error).
+inline bool receivedSizeMismatch(const Request& req, size_t want) {
+  const size_t got = req.receivedBytes();
+  return got != want && got != 0;
+}
+
 // Even split of `count` elements into `parts` segments (the first count % parts
 // segments get one extra element).
 struct Segments {

@@ -4,22 +4,13 @@
 #include <c10/util/Exception.h>
 
 #include "algorithms/select.h"
+#include "backend/contig.hpp"
 #include "backend/process_group_distx.hpp"
 #include "backend/tensor_checks.hpp"
 #include "common/env.h"
 
 namespace distx {
 namespace {
-
-// A contiguous tensor to work on: `t` itself, or a copy written back later.
-struct Contig {
-  at::Tensor user;
-  at::Tensor buf;
-  explicit Contig(const at::Tensor& t) : user(t), buf(t.is_contiguous() ? t : t.contiguous()) {}
-  void writeBack() {
-    if (!buf.is_same(user)) user.copy_(buf);
-  }
-};
 
 void runAllreduce(CollectiveContext& ctx, at::Tensor& buf, const ReduceSpec& spec) {
   if (spec.preMul) buf.mul_(spec.factor);

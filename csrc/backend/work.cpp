@@ -1,5 +1,7 @@
 #include "backend/work.hpp"
 
+#include <c10/util/Exception.h>
+
 #include <thread>
 
 namespace distx {
@@ -15,6 +17,12 @@ bool WorkDistx::wait(std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
   while (!isCompleted() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
   return c10d::Work::wait(timeout);
+}
+
+int WorkDistx::sourceRank() const {
+  TORCH_CHECK(opType_ == c10d::OpType::RECV || opType_ == c10d::OpType::RECVANYSOURCE,
+              "distx: sourceRank() is only defined for the Work of a recv");
+  return sourceRank_.load(std::memory_order_acquire);
 }
 
 void WorkDistx::finishOk() {

@@ -32,8 +32,14 @@ class WorkDistx final : public c10d::Work {
   void finishOk();
   void finishError(std::exception_ptr error);
 
+  // Receives only: the sender's rank in the group (recv from any source
+  // learns it from the message), -1 until the receive completed.
+  int sourceRank() const override;
+  void setSourceRank(int rank) { sourceRank_.store(rank, std::memory_order_release); }
+
  private:
   const uint64_t seq_;
+  std::atomic<int> sourceRank_{-1};
   std::atomic<bool> futureRequested_{false};
   std::vector<at::Tensor> outputs_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;

@@ -1,0 +1,187 @@
+// Reduce-scatter (list form, reduce_scatter_tensor, the coalesced form) and
+// the coalesced all_gather_into_tensor: the shapes FSDP2 issues.
+//
+// Every form packs its inputs into one contiguous buffer of P blocks (block r
+// = what rank r ends up with) and runs one ring over it, so a coalesced call
+// costs one collective's latency, not one per tensor. The packed buffer is a
+// copy: the ring leaves partial sums in the blocks a rank does not own.
+#include <c10/util/Exception.h>
+
+#include <map>
+
+#include "backend/contig.hpp"
+#include "backend/process_group_distx.hpp"
+#include "backend/tensor_checks.hpp"
+
+namespace distx {
+namespace {
+
+// Reduce-scatters `packed` (P blocks of `block` elements; overwritten) with
+// `spec`; this rank's block is returned as a view into `packed`.
+at::Tensor reduceScatterPacked(CollectiveContext& ctx, at::Tensor packed, int64_t block,
+                               const ReduceSpec& spec, const char* op) {
+  if (spec.preMul) packed.mul_(spec.factor);
+  reduceScatterRing(ctx, packed.data_ptr(), static_cast<size_t>(block),
+                    toDType(packed.scalar_type(), op), spec.op);
+  return packed.narrow(0, ctx.rank() * block, block);
+}
+
+void checkReduceScatterPair(const at::Tensor& out, const at::Tensor& in, int P, const char* op,
+                            const char* what = "") {
+  checkTensor(in, op);
+  checkTensor(out, op);
+  TORCH_CHECK_TYPE(out.scalar_type() == in.scalar_type(), "distx ", op, ": ", what, "output dtype ",
+                   out.scalar_type(), " differs from input dtype ", in.scalar_type());
+  TORCH_CHECK_VALUE(in.numel() == out.numel() * P, "distx ", op, ": ", what, "input has ",
+                    in.numel(), " elements, expected world size x output = ", out.numel() * P);
+}
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_reduce_scatter_base(
+    at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) {
+  const char* op = "reduce_scatter_tensor";
+  checkReduceScatterPair(output, input, size_, op);
+  const ReduceSpec spec = toReduceOp(opts.reduceOp, input.scalar_type(), op);
+  const at::Tensor in = input, out = output;
+  return enqueue(c10d::OpType::_REDUCE_SCATTER_BASE, op, opts.timeout, {out},
+                 [in, out, spec, op](CollectiveContext& ctx) {
+                   at::Tensor packed = contiguousCopy(in).view({-1});
+                   at::Tensor mine = reduceScatterPacked(ctx, packed, out.numel(), spec, op);
+                   out.copy_(mine.view(out.sizes()));
+                 });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter(
+    std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
+  const char* op = "reduce_scatter";
+  const at::Tensor& out = singleTensor(outputs, op);
+  TORCH_CHECK_VALUE(inputs.size() == 1, "distx ", op, ": expected one input list, got ",
+                    inputs.size());
+  TORCH_CHECK_VALUE(static_cast<int>(inputs[0].size()) == size_, "distx ", op,
+                    ": the input list has ", inputs[0].size(), " tensors but the group has ", size_,
+                    " ranks");
+  checkSameTypeAndSize(inputs[0], out, op);
+  const ReduceSpec spec = toReduceOp(opts.reduceOp, out.scalar_type(), op);
+  const auto ins = inputs[0];
+  return enqueue(c10d::OpType::REDUCE_SCATTER, op, opts.timeout, {out},
+                 [ins, out, spec, op](CollectiveContext& ctx) {
+                   const int64_t n = out.numel();
+                   at::Tensor packed =
+                       at::empty({n * static_cast<int64_t>(ins.size())},
+                                 out.options().memory_format(at::MemoryFormat::Contiguous));
+                   for (size_t i = 0; i < ins.size(); ++i) {
+                     packed.narrow(0, i * n, n).view(ins[i].sizes()).copy_(ins[i]);
+                   }
+                   at::Tensor mine = reduceScatterPacked(ctx, packed, n, spec, op);
+                   out.copy_(mine.view(out.sizes()));
+                 });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter_tensor_coalesced(
+    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::ReduceScatterOptions& opts) {
+  const char* op = "reduce_scatter_tensor_coalesced";
+  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "distx ", op, ": got ", outputs.size(),
+                    " outputs for ", inputs.size(), " inputs");
+  std::vector<ReduceSpec> specs;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    checkReduceScatterPair(outputs[i], inputs[i], size_, op);
+    specs.push_back(toReduceOp(opts.reduceOp, inputs[i].scalar_type(), op));
+  }
+  const std::vector<at::Tensor> ins = inputs, outs = outputs;
+  const int P = size_;
+  return enqueue(c10d::OpType::REDUCE_SCATTER_TENSOR_COALESCED, op, opts.timeout, outs,
+                 [ins, outs, specs, P, op](CollectiveContext& ctx) {
+                   // One ring per dtype (in order of first appearance); tensors of one
+                   // dtype are interleaved block by block: block r = every input's r-th slice.
+                   std::map<at::ScalarType, std::vector<size_t>> byType;
+                   std::vector<at::ScalarType> order;
+                   for (size_t i = 0; i < ins.size(); ++i) {
+                     auto& v = byType[ins[i].scalar_type()];
+                     if (v.empty()) order.push_back(ins[i].scalar_type());
+                     v.push_back(i);
+                   }
+                   for (at::ScalarType st : order) {
+                     const auto& idx = byType[st];
+                     int64_t block = 0;
+                     for (size_t i : idx)
+                       block += outs[i].numel();
+                     at::Tensor packed = at::empty({block * P}, ins[idx[0]].options().memory_format(
+                                                                    at::MemoryFormat::Contiguous));
+                     int64_t pos = 0;  // input i's offset inside a block
+                     for (size_t i : idx) {
+                       const int64_t n = outs[i].numel();
+                       const at::Tensor flat = ins[i].reshape({-1});
+                       for (int r = 0; r < P; ++r) {
+                         packed.narrow(0, r * block + pos, n).copy_(flat.narrow(0, r * n, n));
+                       }
+                       pos += n;
+                     }
+                     at::Tensor mine = reduceScatterPacked(ctx, packed, block, specs[idx[0]], op);
+                     int64_t off = 0;
+                     for (size_t i : idx) {
+                       const int64_t n = outs[i].numel();
+                       outs[i].copy_(mine.narrow(0, off, n).view(outs[i].sizes()));
+                       off += n;
+                     }
+                   }
+                 });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_into_tensor_coalesced(
+    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& opts) {
+  const char* op = "all_gather_into_tensor_coalesced";
+  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "distx ", op, ": got ", outputs.size(),
+                    " outputs for ", inputs.size(), " inputs");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    checkTensor(inputs[i], op);
+    checkTensor(outputs[i], op);
+    TORCH_CHECK_TYPE(outputs[i].scalar_type() == inputs[i].scalar_type(), "distx ", op, ": output ",
+                     i, " has dtype ", outputs[i].scalar_type(), " but input ", i, " has ",
+                     inputs[i].scalar_type());
+    TORCH_CHECK_VALUE(outputs[i].numel() == inputs[i].numel() * size_, "distx ", op, ": output ", i,
+                      " has ", outputs[i].numel(),
+                      " elements, expected world size x input = ", inputs[i].numel() * size_);
+  }
+  const std::vector<at::Tensor> ins = inputs, outs = outputs;
+  const int P = size_, r = rank_;
+  // One ring all-gather over the byte-concatenation of every input.
+  return enqueue(c10d::OpType::COALESCED, op, opts.timeout, outs,
+                 [ins, outs, P, r](CollectiveContext& ctx) {
+                   int64_t block = 0;
+                   for (const auto& t : ins)
+                     block += static_cast<int64_t>(t.nbytes());
+                   at::Tensor buf = at::empty({block * P}, at::kByte);
+                   int64_t off = r * block;
+                   for (const auto& t : ins) {
+                     const int64_t n = t.nbytes();
+                     if (n) buf.narrow(0, off, n).copy_(flatContiguous(t).view(at::kByte));
+                     off += n;
+                   }
+                   std::vector<void*> blocks;
+                   for (int i = 0; i < P; ++i) {
+                     blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
+                   }
+                   allgatherRing(ctx, blocks, static_cast<size_t>(block));
+                   int64_t pos = 0;  // input i's offset inside a block
+                   for (size_t i = 0; i < ins.size(); ++i) {
+                     const int64_t nb = ins[i].nbytes();
+                     if (nb > 0) {
+                       // Byte views: offsets inside a block need not be aligned
+                       // to the element size when dtypes are mixed.
+                       Contig c(outs[i]);
+                       at::Tensor dst = c.buf.view({-1}).view(at::kByte);
+                       for (int src = 0; src < P; ++src) {
+                         dst.narrow(0, src * nb, nb).copy_(buf.narrow(0, src * block + pos, nb));
+                       }
+                       c.writeBack();
+                     }
+                     pos += nb;
+                   }
+                 });
+}
+
+}  // namespace distx

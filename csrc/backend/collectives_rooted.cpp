@@ -1,0 +1,119 @@
+// Rooted collectives: reduce (binomial tree), gather and scatter (linear).
+// Argument checks follow Gloo's rules (the root passes the P-tensor list, the
+// other ranks an empty one) with ValueError/TypeError on the caller's thread.
+#include <c10/util/Exception.h>
+
+#include "backend/contig.hpp"
+#include "backend/process_group_distx.hpp"
+#include "backend/tensor_checks.hpp"
+
+namespace distx {
+namespace {
+
+int checkRoot(int64_t root, int size, const char* op) {
+  TORCH_CHECK_VALUE(root >= 0 && root < size, "distx ", op, ": root rank ", root, " is outside 0..",
+                    size - 1);
+  return static_cast<int>(root);
+}
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce(std::vector<at::Tensor>& tensors,
+                                                         const c10d::ReduceOptions& opts) {
+  const char* op = "reduce";
+  const at::Tensor& t = singleTensor(tensors, op);
+  const int root = checkRoot(opts.rootRank, size_, op);
+  TORCH_CHECK_VALUE(opts.rootTensor == 0, "distx ", op, ": rootTensor must be 0, got ",
+                    opts.rootTensor);
+  const ReduceSpec spec = toReduceOp(opts.reduceOp, t.scalar_type(), op);
+  const bool isRoot = rank_ == root;
+  return enqueue(c10d::OpType::REDUCE, op, opts.timeout, {t},
+                 [t, spec, root, isRoot, op](CollectiveContext& ctx) {
+                   // Only the root's tensor changes: the others reduce a copy
+                   // (inner tree ranks keep partial results in it).
+                   auto run = [&](at::Tensor buf) {
+                     if (spec.preMul) buf.mul_(spec.factor);
+                     reduceTree(ctx, buf.data_ptr(), static_cast<size_t>(buf.numel()),
+                                toDType(buf.scalar_type(), op), spec.op, root);
+                   };
+                   if (isRoot) {
+                     Contig c(t);
+                     run(c.buf);
+                     c.writeBack();
+                   } else {
+                     run(contiguousCopy(t));
+                   }
+                 });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::gather(
+    std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::GatherOptions& opts) {
+  const char* op = "gather";
+  const at::Tensor& in = singleTensor(inputs, op);
+  const int root = checkRoot(opts.rootRank, size_, op);
+  std::vector<at::Tensor> outs;
+  if (rank_ == root) {
+    TORCH_CHECK_VALUE(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == size_, "distx ",
+                      op, ": the root needs one output list of ", size_,
+                      " tensors (the group size), got ",
+                      outputs.size() == 1 ? outputs[0].size() : outputs.size(),
+                      outputs.size() == 1 ? " tensors" : " lists");
+    checkSameTypeAndSize(outputs[0], in, op);
+    outs = outputs[0];
+  } else {
+    TORCH_CHECK_VALUE(outputs.empty() || (outputs.size() == 1 && outputs[0].empty()), "distx ", op,
+                      ": only the root (rank ", root, ") passes an output list; rank ", rank_,
+                      " got ", outputs.size() == 1 ? outputs[0].size() : outputs.size(),
+                      " outputs");
+  }
+  return enqueue(c10d::OpType::GATHER, op, opts.timeout, outs,
+                 [in, outs, root](CollectiveContext& ctx) {
+                   const at::Tensor src = in.contiguous();
+                   std::vector<Contig> cs;
+                   std::vector<void*> blocks;
+                   for (const auto& o : outs)
+                     cs.emplace_back(o);
+                   for (auto& c : cs)
+                     blocks.push_back(c.buf.data_ptr());
+                   gatherLinear(ctx, src.data_ptr(), src.nbytes(), blocks, root);
+                   for (auto& c : cs)
+                     c.writeBack();
+                 });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::scatter(
+    std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+    const c10d::ScatterOptions& opts) {
+  const char* op = "scatter";
+  const at::Tensor& out = singleTensor(outputs, op);
+  const int root = checkRoot(opts.rootRank, size_, op);
+  std::vector<at::Tensor> ins;
+  if (rank_ == root) {
+    TORCH_CHECK_VALUE(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == size_, "distx ",
+                      op, ": the root needs one input list of ", size_,
+                      " tensors (the group size), got ",
+                      inputs.size() == 1 ? inputs[0].size() : inputs.size(),
+                      inputs.size() == 1 ? " tensors" : " lists");
+    checkSameTypeAndSize(inputs[0], out, op);
+    ins = inputs[0];
+  } else {
+    TORCH_CHECK_VALUE(inputs.empty() || (inputs.size() == 1 && inputs[0].empty()), "distx ", op,
+                      ": only the root (rank ", root, ") passes an input list; rank ", rank_,
+                      " got ", inputs.size() == 1 ? inputs[0].size() : inputs.size(), " inputs");
+  }
+  return enqueue(c10d::OpType::SCATTER, op, opts.timeout, {out},
+                 [ins, out, root](CollectiveContext& ctx) {
+                   std::vector<at::Tensor> srcs;
+                   std::vector<const void*> blocks;
+                   for (const auto& t : ins)
+                     srcs.push_back(t.contiguous());
+                   for (const auto& t : srcs)
+                     blocks.push_back(t.data_ptr());
+                   Contig c(out);
+                   scatterLinear(ctx, blocks, c.buf.data_ptr(), c.buf.nbytes(), root);
+                   c.writeBack();
+                 });
+}
+
+}  // namespace distx

@@ -1,0 +1,31 @@
+// Contiguous staging for the collectives: algorithms work on flat, dense
+// buffers; users hand in views with any strides.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace distx {
+
+// A contiguous tensor to work on: `user` itself, or a copy written back later.
+struct Contig {
+  at::Tensor user;
+  at::Tensor buf;
+  explicit Contig(const at::Tensor& t) : user(t), buf(t.is_contiguous() ? t : t.contiguous()) {}
+  void writeBack() {
+    if (!buf.is_same(user)) user.copy_(buf);
+  }
+};
+
+// A fresh contiguous copy of `t` (the algorithm may overwrite it freely).
+inline at::Tensor contiguousCopy(const at::Tensor& t) {
+  at::Tensor out = at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous));
+  out.copy_(t);
+  return out;
+}
+
+// `t`'s elements as a flat contiguous 1-D tensor (a view when t is contiguous).
+inline at::Tensor flatContiguous(const at::Tensor& t) {
+  return t.contiguous().view({-1});
+}
+
+}  // namespace distx
