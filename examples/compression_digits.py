@@ -2,7 +2,7 @@
 digits in WORLD CPU processes with each hook of torch_distx.hooks, same seeds
 and data order, and prints the held-out accuracy per hook.
 
-    python examples/compression_digits.py [--epochs 40] [--world 4] [--backend distx]
+    python examples/compression_digits.py [--epochs 40] [--world 4] [--backend distx] [--seed 0]
 """
 
 import argparse, datetime, socket, time  # noqa: E401
@@ -36,9 +36,9 @@ def make_hook(name: str):
     return hooks.TopKState(ratio=0.01, error_feedback=name.endswith("+ EF")), hooks.topk_hook
 
 
-def train(rank: int, world: int, name: str, epochs: int, lr: float, batch: int) -> dict:
+def train(rank: int, world: int, name: str, epochs: int, lr: float, batch: int, seed: int) -> dict:
     xtr, ytr, xte, yte = load_data()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
     ddp = DDP(model)
     state = None
@@ -46,7 +46,7 @@ def train(rank: int, world: int, name: str, epochs: int, lr: float, batch: int) 
         state, hook = make_hook(name)
         ddp.register_comm_hook(state, hook)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    order = torch.Generator().manual_seed(1)  # same shuffles on every rank and for every hook
+    order = torch.Generator().manual_seed(seed + 1)  # same shuffles on every rank and for every hook
     start = time.perf_counter()
     for _ in range(epochs):
         perm = torch.randperm(len(xtr), generator=order)
@@ -63,24 +63,24 @@ def train(rank: int, world: int, name: str, epochs: int, lr: float, batch: int) 
             "mb_per_step": (st.bytes_sent_per_step if st else dense) / 1e6}
 
 
-def worker(rank, world, port, backend, configs, epochs, lr, batch, out):
+def worker(rank, world, port, backend, configs, epochs, lr, batch, seed, out):
     import torch_distx  # noqa: F401  (registers "distx")
 
     torch.set_num_threads(1)
     store = dist.TCPStore("127.0.0.1", port, world, rank == 0, timeout=datetime.timedelta(seconds=60))
     dist.init_process_group(backend, store=store, rank=rank, world_size=world)
-    results = {name: train(rank, world, name, epochs, lr, batch) for name in configs}
+    results = {name: train(rank, world, name, epochs, lr, batch, seed) for name in configs}
     if rank == 0:
         out.put(results)
     dist.destroy_process_group()
 
 
-def run(configs=CONFIGS, epochs=40, world=4, backend="distx", lr=0.05, batch=16) -> dict:
+def run(configs=CONFIGS, epochs=40, world=4, backend="distx", lr=0.05, batch=16, seed=0) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = mp.get_context("spawn").SimpleQueue()
-    mp.start_processes(worker, args=(world, port, backend, configs, epochs, lr, batch, out), nprocs=world,
+    mp.start_processes(worker, args=(world, port, backend, configs, epochs, lr, batch, seed, out), nprocs=world,
                        start_method="spawn")
     return out.get()
 
@@ -90,10 +90,11 @@ def main():
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--world", type=int, default=4)
     p.add_argument("--backend", default="distx")
+    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    results = run(epochs=args.epochs, world=args.world, backend=args.backend)
+    results = run(epochs=args.epochs, world=args.world, backend=args.backend, seed=args.seed)
     base = results["none"]["acc"]
-    print(f"digits MLP, {args.world} ranks, {args.backend}, {args.epochs} epochs")
+    print(f"digits MLP, {args.world} ranks, {args.backend}, {args.epochs} epochs, seed {args.seed}")
     print(f"{'hook':<16}{'accuracy':>10}{'vs none':>10}{'bytes ratio':>13}{'MB/step':>10}{'time s':>8}")
     for name, r in results.items():
         print(f"{name:<16}{100 * r['acc']:>9.2f}%{100 * (r['acc'] - base):>+9.2f}pt{r['ratio']:>12.1f}x"

@@ -47,13 +47,30 @@ DISTX_CLONES void decodeLoop(const uint16_t* __restrict src, float* __restrict d
 }
 
 #if DISTX_X86_DISPATCH
+// |y| bits above this round to bf16 inf (0x7f7f8000 is the halfway point to
+// inf, which ties to even = up) or are inf/NaN already.
+constexpr uint32_t kRoundsToInfBits = 0x7f7f7fffu;
+
+// Exact overflow count of an encoded range; the vector loops only track
+// whether any lane came near inf and call this when one did (rare).
+size_t recount(const float* src, const uint16_t* dst, size_t n) {
+  size_t overflow = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t x;
+    std::memcpy(&x, &src[i], 4);
+    overflow += ((x & 0x7fffffffu) < 0x7f800000u) && (dst[i] & 0x7fffu) == 0x7f80u;
+  }
+  return overflow;
+}
+
 // 8 floats -> 8 bf16 codes in the low halves of 32-bit lanes.
+// `seen` collects lanes whose |x*scale| rounds to inf or is inf/NaN.
 __attribute__((target("avx2"))) inline __m256i narrowAvx2(const float* p, __m256 vscale,
-                                                          size_t& overflow) {
+                                                          __m256i& seen) {
   const __m256i absMask = _mm256_set1_epi32(0x7fffffff);
   const __m256i expMask = _mm256_set1_epi32(0x7f800000);
-  const __m256i x = _mm256_castps_si256(_mm256_loadu_ps(p));
-  const __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_castsi256_ps(x), vscale));
+  const __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(p), vscale));
+  const __m256i kRoundsToInf = _mm256_set1_epi32(static_cast<int32_t>(kRoundsToInfBits));
   const __m256i hi = _mm256_srli_epi32(u, 16);
   const __m256i roundBias =
       _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(hi, _mm256_set1_epi32(1)));
@@ -61,26 +78,23 @@ __attribute__((target("avx2"))) inline __m256i narrowAvx2(const float* p, __m256
   const __m256i isNan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absMask), expMask);
   const __m256i out =
       _mm256_blendv_epi8(rounded, _mm256_or_si256(hi, _mm256_set1_epi32(0x40)), isNan);
-  const __m256i finite = _mm256_cmpgt_epi32(expMask, _mm256_and_si256(x, absMask));
-  const __m256i inf = _mm256_cmpeq_epi32(_mm256_and_si256(out, _mm256_set1_epi32(0x7fff)),
-                                         _mm256_set1_epi32(0x7f80));
-  overflow +=
-      __builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_and_si256(finite, inf))));
+  seen = _mm256_or_si256(seen, _mm256_cmpgt_epi32(_mm256_and_si256(u, absMask), kRoundsToInf));
   return out;
 }
 
 __attribute__((target("avx2"))) size_t encodeAvx2(const float* src, uint16_t* dst, size_t n,
                                                   float scale) {
   const __m256 vscale = _mm256_set1_ps(scale);
-  size_t overflow = 0;
+  __m256i seen = _mm256_setzero_si256();
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m256i lo = narrowAvx2(src + i, vscale, overflow);
-    const __m256i hi = narrowAvx2(src + i + 8, vscale, overflow);
+    const __m256i lo = narrowAvx2(src + i, vscale, seen);
+    const __m256i hi = narrowAvx2(src + i + 8, vscale, seen);
     // packus works per 128-bit lane: restore element order with a 64-bit permute.
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), packed);
   }
+  const size_t overflow = _mm256_testz_si256(seen, seen) ? 0 : recount(src, dst, i);
   return overflow + encodeLoop(src + i, dst + i, n - i, scale);
 }
 
@@ -92,11 +106,10 @@ __attribute__((target("avx512f"))) size_t encodeAvx512(const float* src, uint16_
   const __m512 vscale = _mm512_set1_ps(scale);
   const __m512i absMask = _mm512_set1_epi32(0x7fffffff);
   const __m512i expMask = _mm512_set1_epi32(0x7f800000);
-  size_t overflow = 0;
+  __mmask16 seen = 0;
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512i x = _mm512_castps_si512(_mm512_loadu_ps(src + i));
-    const __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(x), vscale));
+    const __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(src + i), vscale));
     const __m512i hi = _mm512_srli_epi32(u, 16);
     const __m512i roundBias =
         _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(hi, _mm512_set1_epi32(1)));
@@ -105,11 +118,10 @@ __attribute__((target("avx512f"))) size_t encodeAvx512(const float* src, uint16_
     const __m512i out =
         _mm512_mask_blend_epi32(isNan, rounded, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(out));
-    const __mmask16 finite = _mm512_cmpgt_epi32_mask(expMask, _mm512_and_si512(x, absMask));
-    const __mmask16 inf = _mm512_cmpeq_epi32_mask(_mm512_and_si512(out, _mm512_set1_epi32(0x7fff)),
-                                                  _mm512_set1_epi32(0x7f80));
-    overflow += __builtin_popcount(static_cast<unsigned>(finite & inf));
+    seen |= _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, absMask),
+                                    _mm512_set1_epi32(static_cast<int32_t>(kRoundsToInfBits)));
   }
+  const size_t overflow = seen ? recount(src, dst, i) : 0;
   return overflow + encodeLoop(src + i, dst + i, n - i, scale);
 }
 
