@@ -398,3 +398,19 @@ def test_state_validation_and_pickle_without_group():
     assert (s.ratio, s.error_feedback, s.warmup_steps, s.min_numel, s.process_group) == (0.1, False, 3, 7, None)
     c = pickle.loads(pickle.dumps(CastState()))
     assert c.stats.steps == 0 and c.process_group is None
+
+
+def test_state_round_trips_through_torch_save(tmp_path):
+    import torch
+
+    from torch_distx.hooks import CompressionStats, TopKState
+
+    s = TopKState(ratio=0.05)
+    s.step = 7
+    s._residuals[0] = (torch.arange(3.0), (((3,),), (1234,)))
+    torch.save(s, tmp_path / "state.pt")
+    torch.serialization.add_safe_globals([TopKState, CompressionStats])
+    t = torch.load(tmp_path / "state.pt")
+    assert t.step == 7 and t.ratio == 0.05
+    residual, shapes = t._restored[0]
+    assert torch.equal(residual, torch.arange(3.0)) and shapes == ((3,),)
