@@ -124,13 +124,10 @@ def _hooks(group):
 
 
 # PyTorch's powerSGD_hook issues its second and third all-reduce from inside
-# future callbacks and waits on them there. distx runs callbacks on its single
-# worker thread, so that wait never returns (a backend limitation, reported).
-# On gloo the callbacks run on gloo's threads, concurrently with DDP launching
-# the next bucket, so with more than one bucket the ranks' collectives can come
-# in different orders (we saw gloo abort with a size mismatch): hence one bucket
-# by default (--bucket-mb).
-_KNOWN_HANGS = {("distx", "torch powerSGD_hook r=4")}
+# future callbacks, which run on the backend's threads concurrently with DDP
+# launching the next bucket; with more than one bucket the ranks' collectives
+# can then come in different orders (we saw gloo abort with a size mismatch).
+# Hence one bucket by default (--bucket-mb).
 
 
 def _ddp_body(rank: int, nproc: int, backends: list[str], width: int, depth: int, batch: int, steps: int,
@@ -147,9 +144,6 @@ def _ddp_body(rank: int, nproc: int, backends: list[str], width: int, depth: int
     for backend in backends:
         group = groups[backend]
         for name, make in _hooks(group).items():
-            if (backend, name) in _KNOWN_HANGS:
-                rows.append({"hook": name, "backend": backend, "time": None})
-                continue
             model = _make_model(width, depth)
             ddp = DDP(model, process_group=group, bucket_cap_mb=bucket_mb)
             made = make()
@@ -204,9 +198,6 @@ def _print_ddp(result: dict, nproc: int, args) -> None:
           f"{'compress_ms':>11}")
     base = {r["backend"]: r["time"] for r in result["rows"] if r["hook"].startswith("allreduce")}
     for r in result["rows"]:
-        if r["time"] is None:
-            print(f"{r['hook']:<26} {r['backend']:<7} {'hangs':>8}   (waits inside a future callback; see source)")
-            continue
         ratio = r["ratio"] if r["ratio"] is not None else (2.0 if "fp16" in r["hook"] else 1.0)
         sent = r["sent_per_step"] if r["sent_per_step"] is not None else dense / ratio
         cms = f"{r['compress_ms']:11.2f}" if r.get("compress_ms") is not None else f"{'-':>11}"
@@ -229,7 +220,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--bucket-mb", type=float, default=64.0,
-                   help="DDP bucket_cap_mb; the default keeps the model in one bucket (see _KNOWN_FAILURES)")
+                   help="DDP bucket_cap_mb; the default keeps the model in one bucket (see the note on powerSGD_hook)")
     p.add_argument("--skip-ddp", action="store_true")
     p.add_argument("--json", help="write the results as JSON here")
     args = p.parse_args(argv)
