@@ -1,6 +1,7 @@
 // ProcessGroupDistx collectives on CPU tensors: check arguments on the
 // caller's thread (typed Python errors), then queue a job that runs the
 // algorithm on contiguous buffers and writes results in place.
+#include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
 #include "algorithms/select.h"
@@ -84,6 +85,24 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(std::vector<std::vec
   checkSameTypeAndSize(outs, in, "all_gather");
   const int r = rank_;
   return enqueue(c10d::OpType::ALLGATHER, "all_gather", opts.timeout, outs, [in, outs, r](CollectiveContext& ctx) {
+    // Outputs that alias each other (one tensor listed twice) would make the
+    // ring forward blocks already overwritten; gather privately then.
+    bool aliased = false;
+    for (size_t i = 0; i < outs.size() && !aliased; ++i) {
+      for (size_t j = i + 1; j < outs.size() && !aliased; ++j) {
+        aliased = at::get_overlap_status(outs[i], outs[j]) != at::MemOverlapStatus::No;
+      }
+    }
+    if (aliased) {
+      const int64_t n = in.numel();
+      at::Tensor buf = at::empty({n * static_cast<int64_t>(outs.size())}, in.options());
+      buf.narrow(0, r * n, n).copy_(in.reshape({-1}));
+      std::vector<void*> blocks;
+      for (size_t i = 0; i < outs.size(); ++i) blocks.push_back(buf.narrow(0, i * n, n).data_ptr());
+      allgatherRing(ctx, blocks, in.nbytes());
+      for (size_t i = 0; i < outs.size(); ++i) outs[i].copy_(buf.narrow(0, i * n, n).view(outs[i].sizes()));
+      return;
+    }
     std::vector<Contig> cs;
     std::vector<void*> blocks;
     for (const auto& o : outs) cs.emplace_back(o);

@@ -1,5 +1,6 @@
 #include "backend/tensor_checks.hpp"
 
+#include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
 namespace distx {
@@ -33,6 +34,8 @@ void checkTensor(const at::Tensor& t, const char* op) {
   TORCH_CHECK_VALUE(t.layout() == at::kStrided, "distx ", op, ": only dense (strided) tensors are supported, got ",
                     t.layout());
   toDType(t.scalar_type(), op);
+  TORCH_CHECK_VALUE(at::has_internal_overlap(t) != at::MemOverlap::Yes, "distx ", op,
+                    ": the tensor has elements that share memory (e.g. made by expand()); pass a .clone()");
 }
 
 const at::Tensor& singleTensor(const std::vector<at::Tensor>& tensors, const char* op) {

@@ -680,7 +680,6 @@ def _aliased_output_list(rank: int, ws: int) -> dict:
     return out
 
 
-@pytest.mark.distx_bug
 @pytest.mark.timeout(60)
 def test_aliased_output_list_on_one_rank_does_not_corrupt_the_others() -> None:
     """BUG (distx): when one rank passes all_gather an output list whose entries

@@ -286,7 +286,6 @@ def _overlapping_tensor(rank: int, ws: int) -> dict:
     return out
 
 
-@pytest.mark.distx_bug
 @pytest.mark.timeout(60)
 def test_overlapping_tensor_is_rejected_up_front_or_handled() -> None:
     """BUG (distx): a tensor whose elements share memory (torch.ones(1).expand(3))
