@@ -59,7 +59,7 @@ test-py: build
 	$(VPY) -m pytest tests/python -q
 
 test-generic: build
-	$(VPY) tests/generic/compare.py -k "$(GENERIC_K)"
+	$(VPY) tests/generic/compare.py -k "$(GENERIC_K)" --gloo-json tests/generic/gloo_baseline.json
 
 test: test-cpp test-py test-generic check-cuda-build
 
