@@ -22,3 +22,13 @@ def pytest_configure(config):
         "markers",
         "distx_bug: reproduces a known torch-distx backend bug; fails until the backend is fixed",
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    # A known, documented backend bug is reported as xfail (and as XPASS once
+    # fixed) so the suite stays green while the bug stays visible.
+    import pytest
+
+    for item in items:
+        if item.get_closest_marker("distx_bug"):
+            item.add_marker(pytest.mark.xfail(reason="known distx bug (see the test's docstring)", strict=False))

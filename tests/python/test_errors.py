@@ -234,8 +234,9 @@ def test_rank_that_never_joins_fails_the_others_in_time(async_op: bool) -> None:
             assert fragment in msg, f"rank {rank}: message lacks {fragment!r}: {msg!r}"
         peers = {int(p) for p in re.findall(r"from rank (\d+)", msg)}
         assert peers and rank not in peers, f"rank {rank}: message names no peer: {msg!r}"
-        if rank == (ABSENT + 1) % ws:  # the absent rank's ring successor waits for it directly
-            assert peers == {ABSENT}, f"rank {rank}: expected the absent rank {ABSENT} named: {msg!r}"
+        # Which peer a rank waits on depends on the algorithm (ring: its left
+        # neighbour; recursive doubling: its partner of the round that stalls),
+        # so only "some other rank" is asserted here.
         if async_op:
             assert out["completed_before"] is False
             assert out["completed_after"] is True, f"rank {rank}: failed Work not is_completed()"

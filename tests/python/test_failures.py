@@ -193,5 +193,5 @@ def test_init_destroy_cycles_leak_nothing():
     for r in range(2):
         (t0, f0, m0), (t1, f1, m1) = out["results"][r]["before"], out["results"][r]["after"]
         assert t1 == t0, f"rank {r}: threads {t0} -> {t1} after {cycles} cycles"
-        assert f1 == f0, f"rank {r}: fds {f0} -> {f1} after {cycles} cycles"
+        assert f1 <= f0, f"rank {r}: fds {f0} -> {f1} after {cycles} cycles"
         assert m1 - m0 < 64 * 1024, f"rank {r}: RSS grew {m1 - m0} KiB over {cycles} cycles"
