@@ -24,11 +24,13 @@ std::vector<size_t> countsFor(int P) {
 // Bytes rank r sends for an n-byte vector on P ranks (see the file's cost note).
 uint64_t expectedBytes(int P, int r, uint64_t n) {
   int p2 = 1, rounds = 0;
-  while (p2 * 2 <= P)
-    p2 *= 2, ++rounds;
+  while (p2 * 2 <= P) {
+    p2 *= 2;
+    ++rounds;
+  }
   const int rem = P - p2;
-  if (r < 2 * rem) return r % 2 == 0 ? n : n * (rounds + 1);
-  return n * rounds;
+  if (r >= p2) return n;                    // folded: sends its vector once
+  return n * (rounds + (r < rem ? 1 : 0));  // + the result for its folded partner
 }
 
 void check(int P, size_t count, const ReduceCase& c, bool withScratch) {
