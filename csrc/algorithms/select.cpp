@@ -12,10 +12,16 @@
 namespace distx {
 namespace {
 
-// Crossover points measured with `python -m torch_distx.bench allreduce`
-// (UCX shared memory, float32) on 2 and 4 ranks of one host; see the table in
-// the commit that set them. Below kRecursiveDoublingMaxBytes / log2(P2)
-// recursive doubling wins; the ring wins from there on.
+// The crossover from the cost model (latency a per step, b per byte):
+//   ring   2(P-1)·a + 2(P-1)/P·n·b      recursive doubling  log2(P)·(a + n·b)
+// gives n* = a·(2(P-1) - log2 P) / (b·(log2 P - 2(P-1)/P)): unbounded at P = 2
+// (equal bytes, half the steps), ~120 KB at P = 4 and ~130 KB at P = 8 with
+// shared-memory figures (a ~ 3 us, b ~ 0.2 ns/B). The ring also overlaps its
+// reductions with transfers (chunk pipelining), so the limit is set below
+// that: 64 KiB at P <= 3, 64 KiB / log2(P2) beyond. On the shared 2-core CI
+// machine the two could not be told apart reliably (run-to-run noise above
+// 10x); re-measure with `DISTX_ALGO=ring|recursive_doubling python -m
+// torch_distx.bench allreduce` on a quiet host and move the constant.
 constexpr size_t kRecursiveDoublingMaxBytes = 64 * 1024;
 
 struct Entry {
@@ -29,8 +35,9 @@ const Entry kAllreduce[] = {kRing, kRecursiveDoubling};
 
 int log2Floor(int p) {
   int k = 0;
-  while ((2 << k) <= p)
+  while ((2 << k) <= p) {
     ++k;
+  }
   return k;
 }
 
