@@ -75,7 +75,7 @@ $(CUDA_VENV)/.ready:
 
 check-cuda-build: deps $(CUDA_VENV)/.ready
 	@if [ ! -x $(CUDA_HOME)/bin/nvcc ]; then echo "check-cuda-build: no nvcc at $(CUDA_HOME); skipped"; exit 0; fi
-	flock build.lock env CUDA_HOME=$(CUDA_HOME) PATH=$(CUDA_HOME)/bin:$$PATH MAX_JOBS=$(NPROC) DISTX_WRITE_BUILD_INFO=0 \
+	flock build.lock env CUDA_HOME=$(CUDA_HOME) PATH=$(CUDA_HOME)/bin:$$PATH MAX_JOBS=$(NPROC) DISTX_WRITE_BUILD_INFO=0 TORCH_CUDA_ARCH_LIST="9.0" \
 	  $(CUDA_VENV)/bin/python setup.py -q build_ext --build-temp build/cuda-temp --build-lib build/cuda-lib \
 	  > build/cuda-build.log 2>&1 || { tail -40 build/cuda-build.log; exit 1; }
 	@ls build/cuda-lib/torch_distx/_C*.so && echo "check-cuda-build: compiled against torch 2.14.1 + CUDA with nvcc"
