@@ -14,6 +14,8 @@ rank; ValueError/TypeError for bad calls. One world per size runs every case.
 from __future__ import annotations
 
 import datetime
+import os
+import signal
 import threading
 import time
 import warnings
@@ -24,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from distx_oracle import check, reference, values
-from distx_testing import run_ranks
+from distx_testing import run_ranks, run_ranks_raw
 
 WORLD_SIZES = (2, 3, 4)
 Case = Callable[[int, int, object], None]
@@ -363,3 +365,28 @@ def test_p2p_and_groups(ws: int, name: str) -> None:
     per_rank = _world(ws)
     errors = {r: out[name] for r, out in enumerate(per_rank) if out.get(name)}
     assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())
+
+
+def _dead_peer_worker(rank: int, ws: int) -> object:
+    w = dist.irecv(torch.zeros(4), 1, tag=5) if rank == 0 else None
+    dist.barrier()
+    if rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    t0 = time.monotonic()
+    try:
+        w.wait()
+        return "completed"
+    except Exception as e:  # noqa: BLE001
+        return (type(e).__name__, str(e), time.monotonic() - t0)
+
+
+@pytest.mark.timeout(90)
+def test_pending_recv_fails_when_the_peer_dies() -> None:
+    """A peer killed with SIGKILL: the pending irecv fails with an error naming it
+    (not after the 30 s group timeout, and not a hang)."""
+    results = run_ranks_raw(_dead_peer_worker, 2, timeout=60, pg_timeout=30, grace=40)
+    assert results[0].ok, results[0]
+    name, msg, elapsed = results[0].value
+    assert name == "DistBackendError", (name, msg)
+    assert "rank 1" in msg and "recv" in msg, msg
+    assert elapsed < 20, f"detected after {elapsed:.1f} s: {msg}"
