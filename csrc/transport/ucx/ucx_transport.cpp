@@ -202,7 +202,8 @@ RequestPtr UcxTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, s
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                    UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_MEMORY_TYPE |
-                   UCP_OP_ATTR_FIELD_RECV_INFO;
+                   UCP_OP_ATTR_FIELD_RECV_INFO |
+                   UCP_OP_ATTR_FLAG_NO_IMM_CMPL;  // UCX 1.13 leaves recv_info empty on immediate completion
   p.cb.recv = recvCallback;
   p.user_data = st;
   p.datatype = ucp_dt_make_contig(1);
