@@ -32,8 +32,7 @@ struct CollectiveContext {
     return transport.send(dst, tag::make(kind, pg, seq, rank(), slot), buf, bytes);
   }
   RequestPtr recv(int src, uint64_t slot, void* buf, size_t bytes) {
-    return transport.recv(src, tag::make(kind, pg, seq, src, slot), tag::kFullMask,
-                          buf, bytes);
+    return transport.recv(src, tag::make(kind, pg, seq, src, slot), tag::kFullMask, buf, bytes);
   }
   void wait(Request& req, const char* what, int peer) {
     transport.wait(req, deadline, detail::concat(what, " rank ", peer));
@@ -59,14 +58,18 @@ inline bool receivedSizeMismatch(const Request& req, size_t want) {
 struct Segments {
   size_t count;
   int parts;
-  size_t size(int i) const { return count / parts + (static_cast<size_t>(i) < count % parts ? 1 : 0); }
+  size_t size(int i) const {
+    return count / parts + (static_cast<size_t>(i) < count % parts ? 1 : 0);
+  }
   size_t offset(int i) const {
     const size_t base = count / parts, rem = count % parts;
     return base * i + std::min(static_cast<size_t>(i), rem);
   }
 };
 
-inline int mod(int a, int n) { return ((a % n) + n) % n; }
+inline int mod(int a, int n) {
+  return ((a % n) + n) % n;
+}
 
 // --- the algorithms (one file each) ---------------------------------------
 
@@ -79,7 +82,8 @@ void allgatherRing(CollectiveContext& ctx, const std::vector<void*>& blocks, siz
 
 // reduce_scatter_ring.cpp: data holds P blocks of blockCount elements; block
 // r of rank r ends reduced (in place; other blocks hold partial results).
-void reduceScatterRing(CollectiveContext& ctx, void* data, size_t blockCount, DType dt, ReduceOp op);
+void reduceScatterRing(CollectiveContext& ctx, void* data, size_t blockCount, DType dt,
+                       ReduceOp op);
 
 // allreduce_recursive_doubling.cpp: in place over data[count]; latency-optimal
 // (ceil(log2 P) rounds, +2 when P is not a power of two). Every rank ends with

@@ -28,20 +28,24 @@ void allgatherRing(CollectiveContext& ctx, const std::vector<void*>& blocks, siz
     auto& reqs = recvs[t % 2];
     reqs.clear();
     const int block = mod(r - t - 1, P);
-    for (size_t c = 0; c < nChunks; ++c) reqs.push_back(ctx.recv(left, slot(t, c), ptr(block, c), chunkLen(c)));
+    for (size_t c = 0; c < nChunks; ++c)
+      reqs.push_back(ctx.recv(left, slot(t, c), ptr(block, c), chunkLen(c)));
   };
 
   postRecvs(0);
-  for (size_t c = 0; c < nChunks; ++c) sends.push_back(ctx.send(right, slot(0, c), ptr(r, c), chunkLen(c)));
+  for (size_t c = 0; c < nChunks; ++c)
+    sends.push_back(ctx.send(right, slot(0, c), ptr(r, c), chunkLen(c)));
   for (int t = 0; t < P - 1; ++t) {
     if (t + 1 < P - 1) postRecvs(t + 1);
     const int block = mod(r - t - 1, P);
     for (size_t c = 0; c < nChunks; ++c) {
       ctx.wait(*recvs[t % 2][c], "recv from", left);
-      if (t + 1 < P - 1) sends.push_back(ctx.send(right, slot(t + 1, c), ptr(block, c), chunkLen(c)));
+      if (t + 1 < P - 1)
+        sends.push_back(ctx.send(right, slot(t + 1, c), ptr(block, c), chunkLen(c)));
     }
   }
-  for (auto& req : sends) ctx.wait(*req, "send to", right);
+  for (auto& req : sends)
+    ctx.wait(*req, "send to", right);
 }
 
 }  // namespace distx

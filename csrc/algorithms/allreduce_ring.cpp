@@ -55,15 +55,16 @@ void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, R
 
   auto postRecvs = [&](int s) {
     if (s >= P - 1) {  // all-gather writes into the segment sent at step t
-      for (auto& req : sends[s - (P - 1)]) ctx.wait(*req, "send to", right);
+      for (auto& req : sends[s - (P - 1)])
+        ctx.wait(*req, "send to", right);
     }
     const int segment = recvSeg(s);
     auto& reqs = recvs[s % 2];
     reqs.clear();
     for (size_t c = 0; c < chunks(segment); ++c) {
       const size_t off = c * chunkElems * elem;
-      uint8_t* dst = s < P - 1 ? scratch + (s % 2) * segBytes + off
-                               : base + seg.offset(segment) * elem + off;
+      uint8_t* dst =
+          s < P - 1 ? scratch + (s % 2) * segBytes + off : base + seg.offset(segment) * elem + off;
       reqs.push_back(ctx.recv(left, slot(s, c), dst, chunkCount(segment, c) * elem));
     }
   };
@@ -74,7 +75,8 @@ void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, R
   };
 
   postRecvs(0);
-  for (size_t c = 0; c < chunks(sendSeg(0)); ++c) sendChunk(0, c);
+  for (size_t c = 0; c < chunks(sendSeg(0)); ++c)
+    sendChunk(0, c);
   for (int s = 0; s < steps; ++s) {
     if (s + 1 < steps) postRecvs(s + 1);
     const int segment = recvSeg(s);
@@ -91,7 +93,8 @@ void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, R
     }
   }
   for (auto& step : sends) {
-    for (auto& req : step) ctx.wait(*req, "send to", right);
+    for (auto& req : step)
+      ctx.wait(*req, "send to", right);
   }
 }
 

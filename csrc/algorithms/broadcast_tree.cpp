@@ -22,7 +22,8 @@ void broadcastTree(CollectiveContext& ctx, void* data, size_t bytes, int root) {
   auto chunkLen = [&](size_t c) { return std::min(chunk, bytes - c * chunk); };
 
   int lowbit = 1;
-  while (lowbit < P && !(v & lowbit)) lowbit <<= 1;  // root: lowbit ends >= P
+  while (lowbit < P && !(v & lowbit))
+    lowbit <<= 1;  // root: lowbit ends >= P
   std::vector<int> children;
   for (int k = lowbit >> 1; k >= 1; k >>= 1) {
     if (v + k < P) children.push_back(mod(v + k + root, P));
@@ -31,13 +32,16 @@ void broadcastTree(CollectiveContext& ctx, void* data, size_t bytes, int root) {
 
   std::vector<RequestPtr> recvs, sends;
   if (parent >= 0) {
-    for (size_t c = 0; c < nChunks; ++c) recvs.push_back(ctx.recv(parent, c, base + c * chunk, chunkLen(c)));
+    for (size_t c = 0; c < nChunks; ++c)
+      recvs.push_back(ctx.recv(parent, c, base + c * chunk, chunkLen(c)));
   }
   for (size_t c = 0; c < nChunks; ++c) {
     if (parent >= 0) ctx.wait(*recvs[c], "recv from", parent);
-    for (int child : children) sends.push_back(ctx.send(child, c, base + c * chunk, chunkLen(c)));
+    for (int child : children)
+      sends.push_back(ctx.send(child, c, base + c * chunk, chunkLen(c)));
   }
-  for (size_t i = 0; i < sends.size(); ++i) ctx.wait(*sends[i], "send to", children[i % children.size()]);
+  for (size_t i = 0; i < sends.size(); ++i)
+    ctx.wait(*sends[i], "send to", children[i % children.size()]);
 }
 
 }  // namespace distx

@@ -27,29 +27,32 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce(std::vector<at::Tens
                                                             const c10d::AllreduceOptions& opts) {
   const at::Tensor& t = singleTensor(tensors, "all_reduce");
   const ReduceSpec spec = toReduceOp(opts.reduceOp, t.scalar_type(), "all_reduce");
-  return enqueue(c10d::OpType::ALLREDUCE, "all_reduce", opts.timeout, {t}, [t, spec](CollectiveContext& ctx) {
-    Contig c(t);
-    runAllreduce(ctx, c.buf, spec);
-    c.writeBack();
-  });
+  return enqueue(c10d::OpType::ALLREDUCE, "all_reduce", opts.timeout, {t},
+                 [t, spec](CollectiveContext& ctx) {
+                   Contig c(t);
+                   runAllreduce(ctx, c.buf, spec);
+                   c.writeBack();
+                 });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(std::vector<at::Tensor>& tensors,
-                                                                      const c10d::AllreduceCoalescedOptions& opts) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(
+    std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) {
   TORCH_CHECK_VALUE(!tensors.empty(), "distx all_reduce_coalesced: got no tensors");
   checkTensor(tensors[0], "all_reduce_coalesced");
   for (const auto& t : tensors) {
     checkTensor(t, "all_reduce_coalesced");
     TORCH_CHECK_TYPE(t.scalar_type() == tensors[0].scalar_type(),
-                     "distx all_reduce_coalesced: all tensors must have one dtype, got ", t.scalar_type(), " and ",
-                     tensors[0].scalar_type());
+                     "distx all_reduce_coalesced: all tensors must have one dtype, got ",
+                     t.scalar_type(), " and ", tensors[0].scalar_type());
   }
-  const ReduceSpec spec = toReduceOp(opts.reduceOp, tensors[0].scalar_type(), "all_reduce_coalesced");
+  const ReduceSpec spec =
+      toReduceOp(opts.reduceOp, tensors[0].scalar_type(), "all_reduce_coalesced");
   std::vector<at::Tensor> ts = tensors;
   return enqueue(c10d::OpType::ALLREDUCE_COALESCED, "all_reduce_coalesced", opts.timeout, ts,
                  [ts, spec](CollectiveContext& ctx) {
                    std::vector<at::Tensor> flat;
-                   for (const auto& t : ts) flat.push_back(t.reshape({-1}));
+                   for (const auto& t : ts)
+                     flat.push_back(t.reshape({-1}));
                    at::Tensor buf = at::cat(flat);
                    runAllreduce(ctx, buf, spec);
                    int64_t off = 0;
@@ -63,64 +66,76 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(std::vecto
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::broadcast(std::vector<at::Tensor>& tensors,
                                                             const c10d::BroadcastOptions& opts) {
   const at::Tensor& t = singleTensor(tensors, "broadcast");
-  TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < size_, "distx broadcast: root rank ", opts.rootRank,
-                    " is outside 0..", size_ - 1);
+  TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < size_, "distx broadcast: root rank ",
+                    opts.rootRank, " is outside 0..", size_ - 1);
   TORCH_CHECK_VALUE(opts.rootTensor == 0, "distx broadcast: rootTensor must be 0");
   const int root = static_cast<int>(opts.rootRank);
-  return enqueue(c10d::OpType::BROADCAST, "broadcast", opts.timeout, {t}, [t, root](CollectiveContext& ctx) {
-    Contig c(t);
-    broadcastTree(ctx, c.buf.data_ptr(), c.buf.nbytes(), root);
-    c.writeBack();
-  });
+  return enqueue(c10d::OpType::BROADCAST, "broadcast", opts.timeout, {t},
+                 [t, root](CollectiveContext& ctx) {
+                   Contig c(t);
+                   broadcastTree(ctx, c.buf.data_ptr(), c.buf.nbytes(), root);
+                   c.writeBack();
+                 });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(std::vector<std::vector<at::Tensor>>& outputs,
-                                                            std::vector<at::Tensor>& inputs,
-                                                            const c10d::AllgatherOptions& opts) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(
+    std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+    const c10d::AllgatherOptions& opts) {
   const at::Tensor& in = singleTensor(inputs, "all_gather");
-  TORCH_CHECK_VALUE(outputs.size() == 1, "distx all_gather: expected one output list, got ", outputs.size());
+  TORCH_CHECK_VALUE(outputs.size() == 1, "distx all_gather: expected one output list, got ",
+                    outputs.size());
   auto outs = outputs[0];
-  TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == size_, "distx all_gather: the output list has ", outs.size(),
+  TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == size_,
+                    "distx all_gather: the output list has ", outs.size(),
                     " tensors but the group has ", size_, " ranks");
   checkSameTypeAndSize(outs, in, "all_gather");
   const int r = rank_;
-  return enqueue(c10d::OpType::ALLGATHER, "all_gather", opts.timeout, outs, [in, outs, r](CollectiveContext& ctx) {
-    // Outputs that alias each other (one tensor listed twice) would make the
-    // ring forward blocks already overwritten; gather privately then.
-    bool aliased = false;
-    for (size_t i = 0; i < outs.size() && !aliased; ++i) {
-      for (size_t j = i + 1; j < outs.size() && !aliased; ++j) {
-        aliased = at::get_overlap_status(outs[i], outs[j]) != at::MemOverlapStatus::No;
-      }
-    }
-    if (aliased) {
-      const int64_t n = in.numel();
-      at::Tensor buf = at::empty({n * static_cast<int64_t>(outs.size())}, in.options());
-      buf.narrow(0, r * n, n).copy_(in.reshape({-1}));
-      std::vector<void*> blocks;
-      for (size_t i = 0; i < outs.size(); ++i) blocks.push_back(buf.narrow(0, i * n, n).data_ptr());
-      allgatherRing(ctx, blocks, in.nbytes());
-      for (size_t i = 0; i < outs.size(); ++i) outs[i].copy_(buf.narrow(0, i * n, n).view(outs[i].sizes()));
-      return;
-    }
-    std::vector<Contig> cs;
-    std::vector<void*> blocks;
-    for (const auto& o : outs) cs.emplace_back(o);
-    for (auto& c : cs) blocks.push_back(c.buf.data_ptr());
-    cs[r].buf.view({-1}).copy_(in.reshape({-1}));
-    allgatherRing(ctx, blocks, in.nbytes());
-    for (auto& c : cs) c.writeBack();
-  });
+  return enqueue(
+      c10d::OpType::ALLGATHER, "all_gather", opts.timeout, outs,
+      [in, outs, r](CollectiveContext& ctx) {
+        // Outputs that alias each other (one tensor listed twice) would make the
+        // ring forward blocks already overwritten; gather privately then.
+        bool aliased = false;
+        for (size_t i = 0; i < outs.size() && !aliased; ++i) {
+          for (size_t j = i + 1; j < outs.size() && !aliased; ++j) {
+            aliased = at::get_overlap_status(outs[i], outs[j]) != at::MemOverlapStatus::No;
+          }
+        }
+        if (aliased) {
+          const int64_t n = in.numel();
+          at::Tensor buf = at::empty({n * static_cast<int64_t>(outs.size())}, in.options());
+          buf.narrow(0, r * n, n).copy_(in.reshape({-1}));
+          std::vector<void*> blocks;
+          for (size_t i = 0; i < outs.size(); ++i)
+            blocks.push_back(buf.narrow(0, i * n, n).data_ptr());
+          allgatherRing(ctx, blocks, in.nbytes());
+          for (size_t i = 0; i < outs.size(); ++i)
+            outs[i].copy_(buf.narrow(0, i * n, n).view(outs[i].sizes()));
+          return;
+        }
+        std::vector<Contig> cs;
+        std::vector<void*> blocks;
+        for (const auto& o : outs)
+          cs.emplace_back(o);
+        for (auto& c : cs)
+          blocks.push_back(c.buf.data_ptr());
+        cs[r].buf.view({-1}).copy_(in.reshape({-1}));
+        allgatherRing(ctx, blocks, in.nbytes());
+        for (auto& c : cs)
+          c.writeBack();
+      });
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(at::Tensor& output, at::Tensor& input,
-                                                                  const c10d::AllgatherOptions& opts) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(
+    at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
   checkTensor(input, "all_gather_into_tensor");
   checkTensor(output, "all_gather_into_tensor");
-  TORCH_CHECK_TYPE(output.scalar_type() == input.scalar_type(), "distx all_gather_into_tensor: output dtype ",
-                   output.scalar_type(), " differs from input dtype ", input.scalar_type());
-  TORCH_CHECK_VALUE(output.numel() == input.numel() * size_, "distx all_gather_into_tensor: output has ",
-                    output.numel(), " elements, expected world size x input = ", input.numel() * size_);
+  TORCH_CHECK_TYPE(output.scalar_type() == input.scalar_type(),
+                   "distx all_gather_into_tensor: output dtype ", output.scalar_type(),
+                   " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK_VALUE(output.numel() == input.numel() * size_,
+                    "distx all_gather_into_tensor: output has ", output.numel(),
+                    " elements, expected world size x input = ", input.numel() * size_);
   const at::Tensor in = input, out = output;
   const int r = rank_, P = size_;
   return enqueue(c10d::OpType::_ALLGATHER_BASE, "all_gather_into_tensor", opts.timeout, {out},
@@ -131,7 +146,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(at::Tensor& ou
                    if (mine.data_ptr() != in.data_ptr()) mine.copy_(in.reshape({-1}));
                    const size_t block = in.nbytes();
                    std::vector<void*> blocks;
-                   for (int i = 0; i < P; ++i) blocks.push_back(static_cast<uint8_t*>(c.buf.data_ptr()) + i * block);
+                   for (int i = 0; i < P; ++i)
+                     blocks.push_back(static_cast<uint8_t*>(c.buf.data_ptr()) + i * block);
                    allgatherRing(ctx, blocks, block);
                    c.writeBack();
                  });
@@ -142,13 +158,15 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
     const c10d::AllgatherOptions& opts) {
   const char* op = "all_gather_coalesced";
   // outputLists[rank][i] receives input i of that rank.
-  TORCH_CHECK_VALUE(static_cast<int>(outputLists.size()) == size_, "distx ", op, ": got ", outputLists.size(),
-                    " output lists but the group has ", size_, " ranks");
+  TORCH_CHECK_VALUE(static_cast<int>(outputLists.size()) == size_, "distx ", op, ": got ",
+                    outputLists.size(), " output lists but the group has ", size_, " ranks");
   std::vector<at::Tensor> flatOuts;
-  for (const auto& t : inputs) checkTensor(t, op);
+  for (const auto& t : inputs)
+    checkTensor(t, op);
   for (int src = 0; src < size_; ++src) {
-    TORCH_CHECK_VALUE(outputLists[src].size() == inputs.size(), "distx ", op, ": output list ", src, " has ",
-                      outputLists[src].size(), " tensors but there are ", inputs.size(), " inputs");
+    TORCH_CHECK_VALUE(outputLists[src].size() == inputs.size(), "distx ", op, ": output list ", src,
+                      " has ", outputLists[src].size(), " tensors but there are ", inputs.size(),
+                      " inputs");
     for (size_t i = 0; i < inputs.size(); ++i) {
       checkSameTypeAndSize({outputLists[src][i]}, inputs[i], op);
       flatOuts.push_back(outputLists[src][i]);
@@ -158,28 +176,32 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
   const auto outs = outputLists;
   const int r = rank_, P = size_;
   // One ring all-gather over the byte-concatenation of every input.
-  return enqueue(c10d::OpType::ALLGATHER_COALESCED, op, opts.timeout, flatOuts, [ins, outs, r, P](CollectiveContext& ctx) {
-    int64_t block = 0;
-    for (const auto& t : ins) block += static_cast<int64_t>(t.nbytes());
-    at::Tensor buf = at::empty({block * P}, at::kByte);
-    int64_t off = r * block;
-    for (const auto& t : ins) {
-      buf.narrow(0, off, t.nbytes()).copy_(t.contiguous().view({-1}).view(at::kByte));
-      off += t.nbytes();
-    }
-    std::vector<void*> blocks;
-    for (int i = 0; i < P; ++i) blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
-    allgatherRing(ctx, blocks, static_cast<size_t>(block));
-    for (int src = 0; src < P; ++src) {
-      off = src * block;
-      for (size_t i = 0; i < ins.size(); ++i) {
-        const int64_t n = ins[i].nbytes();
-        at::Tensor part = buf.narrow(0, off, n).view(ins[i].scalar_type()).view(ins[i].sizes());
-        outs[src][i].copy_(part);
-        off += n;
-      }
-    }
-  });
+  return enqueue(
+      c10d::OpType::ALLGATHER_COALESCED, op, opts.timeout, flatOuts,
+      [ins, outs, r, P](CollectiveContext& ctx) {
+        int64_t block = 0;
+        for (const auto& t : ins)
+          block += static_cast<int64_t>(t.nbytes());
+        at::Tensor buf = at::empty({block * P}, at::kByte);
+        int64_t off = r * block;
+        for (const auto& t : ins) {
+          buf.narrow(0, off, t.nbytes()).copy_(t.contiguous().view({-1}).view(at::kByte));
+          off += t.nbytes();
+        }
+        std::vector<void*> blocks;
+        for (int i = 0; i < P; ++i)
+          blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
+        allgatherRing(ctx, blocks, static_cast<size_t>(block));
+        for (int src = 0; src < P; ++src) {
+          off = src * block;
+          for (size_t i = 0; i < ins.size(); ++i) {
+            const int64_t n = ins[i].nbytes();
+            at::Tensor part = buf.narrow(0, off, n).view(ins[i].scalar_type()).view(ins[i].sizes());
+            outs[src][i].copy_(part);
+            off += n;
+          }
+        }
+      });
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::barrier(const c10d::BarrierOptions& opts) {

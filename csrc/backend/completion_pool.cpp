@@ -8,7 +8,8 @@ CompletionPool::~CompletionPool() {
     stop_ = true;
   }
   cv_.notify_all();
-  for (auto& t : threads_) t.join();
+  for (auto& t : threads_)
+    t.join();
 }
 
 bool CompletionPool::post(std::function<void()> fn) {

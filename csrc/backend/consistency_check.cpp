@@ -15,22 +15,26 @@ bool shapesMayDiffer(c10d::OpType t) {
     case c10d::OpType::SCATTER:
     case c10d::OpType::ALLTOALL:
     case c10d::OpType::ALLTOALL_BASE:
-    case c10d::OpType::BARRIER: return true;
-    default: return false;
+    case c10d::OpType::BARRIER:
+      return true;
+    default:
+      return false;
   }
 }
 
 std::string describe(const OpSignature& s) {
   std::ostringstream os;
   os << s.op;
-  if (s.numel >= 0) os << " dtype=" << c10::toString(static_cast<at::ScalarType>(s.dtype)) << " numel=" << s.numel
-                       << " shapes=" << s.shapes;
+  if (s.numel >= 0)
+    os << " dtype=" << c10::toString(static_cast<at::ScalarType>(s.dtype)) << " numel=" << s.numel
+       << " shapes=" << s.shapes;
   return os.str();
 }
 
 }  // namespace
 
-OpSignature makeSignature(c10d::OpType type, const char* opName, const std::vector<at::Tensor>& outputs) {
+OpSignature makeSignature(c10d::OpType type, const char* opName,
+                          const std::vector<at::Tensor>& outputs) {
   OpSignature s;
   s.opType = static_cast<int32_t>(type);
   std::strncpy(s.op, opName, sizeof s.op - 1);
@@ -54,17 +58,19 @@ void checkConsistency(CollectiveContext& ctx, const OpSignature& mine) {
   std::vector<OpSignature> all(P);
   all[ctx.rank()] = mine;
   std::vector<void*> blocks;
-  for (auto& s : all) blocks.push_back(&s);
+  for (auto& s : all)
+    blocks.push_back(&s);
   allgatherRing(control, blocks, sizeof(OpSignature));
   bool same = true;
   for (const auto& s : all) {
-    same = same && s.opType == all[0].opType && s.dtype == all[0].dtype && s.numel == all[0].numel &&
-           std::strncmp(s.shapes, all[0].shapes, sizeof s.shapes) == 0;
+    same = same && s.opType == all[0].opType && s.dtype == all[0].dtype &&
+           s.numel == all[0].numel && std::strncmp(s.shapes, all[0].shapes, sizeof s.shapes) == 0;
   }
   if (same) return;
   std::ostringstream os;
   os << "DISTX_DEBUG: ranks called different collectives at this sequence number:";
-  for (int r = 0; r < P; ++r) os << "\n  rank " << r << ": " << describe(all[r]);
+  for (int r = 0; r < P; ++r)
+    os << "\n  rank " << r << ": " << describe(all[r]);
   throw InvalidArgument(os.str());
 }
 

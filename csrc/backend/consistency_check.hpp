@@ -23,7 +23,8 @@ struct OpSignature {
   char shapes[88] = {0};
 };
 
-OpSignature makeSignature(c10d::OpType type, const char* opName, const std::vector<at::Tensor>& outputs);
+OpSignature makeSignature(c10d::OpType type, const char* opName,
+                          const std::vector<at::Tensor>& outputs);
 
 // Throws InvalidArgument when the ranks' signatures differ.
 void checkConsistency(CollectiveContext& ctx, const OpSignature& mine);

@@ -21,14 +21,15 @@ constexpr auto kShutdownCap = std::chrono::seconds(30);
 // How long the idle worker thread polls its queue before sleeping.
 constexpr auto kWorkerPoll = std::chrono::microseconds(50);
 
-std::chrono::milliseconds effectiveTimeout(std::chrono::milliseconds op, std::chrono::milliseconds group) {
+std::chrono::milliseconds effectiveTimeout(std::chrono::milliseconds op,
+                                           std::chrono::milliseconds group) {
   return op == c10d::kUnsetTimeout ? group : op;
 }
 
 }  // namespace
 
-ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-                                     Config config)
+ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                     int size, Config config)
     : c10d::Backend(rank, size),
       groupName_(config.groupName),
       pgTag_(static_cast<uint32_t>(std::hash<std::string>{}(config.groupName))),
@@ -48,7 +49,8 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
           TORCH_CHECK_VALUE(false, e.what());
         }
       }()) {
-  TORCH_CHECK_VALUE(size >= 1 && rank >= 0 && rank < size, "distx: invalid rank ", rank, " for world size ", size);
+  TORCH_CHECK_VALUE(size >= 1 && rank >= 0 && rank < size, "distx: invalid rank ", rank,
+                    " for world size ", size);
   try {
     selectAllreduce(0, size, env::forcedAlgorithm());  // validates DISTX_ALGO now, not at first use
   } catch (const Error& e) {
@@ -60,13 +62,14 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
     transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, deadline);
     if (env::livenessEnabled()) {
       liveness_ = std::make_unique<LivenessRing>(
-          rank, size, *bootstrap_, deadline, [this](int dead, const std::string& how) { onPeerDeath(dead, how); });
+          rank, size, *bootstrap_, deadline,
+          [this](int dead, const std::string& how) { onPeerDeath(dead, how); });
     }
   } catch (const Error& e) {
     C10_THROW_ERROR(DistBackendError, prefix("init", 0) + " " + e.what());
   }
-  DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "UCX ", ucx::UcxTransport::version(), ", chunk ", chunkBytes_,
-            " B, timeout ", timeout_.count(), " ms");
+  DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "UCX ", ucx::UcxTransport::version(), ", chunk ",
+            chunkBytes_, " B, timeout ", timeout_.count(), " ms");
   completions_ = std::make_unique<CompletionPool>();
   worker_ = std::thread([this] { workerLoop(); });
 }
@@ -84,24 +87,27 @@ ProcessGroupDistx::~ProcessGroupDistx() {
 void ProcessGroupDistx::onPeerDeath(int deadRank, const std::string& how) {
   const std::string reason =
       detail::concat("peer rank ", deadRank, " died (", how, "; detected by rank ", rank_, ")");
-  DISTX_LOG(LogLevel::kError, prefix("liveness", 0), reason, "; failing every pending and later operation");
+  DISTX_LOG(LogLevel::kError, prefix("liveness", 0), reason,
+            "; failing every pending and later operation");
   transport_->abort(reason);
 }
 
 std::string ProcessGroupDistx::prefix(const char* opName, uint32_t seq) const {
-  return detail::concat("[distx rank ", rank_, "/", size_, " pg ", groupName_, " ", opName, " seq ", seq, "]");
+  return detail::concat("[distx rank ", rank_, "/", size_, " pg ", groupName_, " ", opName, " seq ",
+                        seq, "]");
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, const char* opName,
                                                           std::chrono::milliseconds timeout,
-                                                          std::vector<at::Tensor> outputs, Job job) {
+                                                          std::vector<at::Tensor> outputs,
+                                                          Job job) {
   std::unique_lock<std::mutex> lock(mu_);
   TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
   const uint64_t seq = ++seq_;
   auto work = c10::make_intrusive<WorkDistx>(rank_, type, seq, nullptr, std::move(outputs));
   OpSignature sig = debugChecks_ ? makeSignature(type, opName, work->result()) : OpSignature{};
-  queue_.push_back(
-      {work, std::move(job), static_cast<uint32_t>(seq), opName, effectiveTimeout(timeout, timeout_), sig});
+  queue_.push_back({work, std::move(job), static_cast<uint32_t>(seq), opName,
+                    effectiveTimeout(timeout, timeout_), sig});
   queued_.fetch_add(1, std::memory_order_acq_rel);
   lock.unlock();
   cv_.notify_one();
@@ -145,12 +151,14 @@ void ProcessGroupDistx::run(Queued& q) {
             " ms (the peer never joined this collective, is slow, or died)"));
   } catch (const Error& e) {
     error = std::make_exception_ptr(
-        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " " + e.what()));
+        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+                              prefix(q.opName, q.seq) + " " + e.what()));
   } catch (const c10::Error&) {
     error = std::current_exception();
   } catch (const std::exception& e) {
     error = std::make_exception_ptr(
-        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " " + e.what()));
+        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+                              prefix(q.opName, q.seq) + " " + e.what()));
   }
   if (error) {
     try {
@@ -172,8 +180,9 @@ void ProcessGroupDistx::stopWorker(bool drain) {
   }
   cv_.notify_all();
   for (auto& q : dropped) {
-    q.work->finishError(std::make_exception_ptr(c10::DistBackendError(
-        {__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, prefix(q.opName, q.seq) + " aborted before it ran")));
+    q.work->finishError(std::make_exception_ptr(
+        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+                              prefix(q.opName, q.seq) + " aborted before it ran")));
   }
   if (worker_.joinable()) worker_.join();
   completions_.reset();  // runs what is queued, then joins
@@ -193,7 +202,8 @@ void ProcessGroupDistx::shutdown() {
   if (shutDown_) return;
   shutDown_ = true;
   stopWorker(/*drain=*/true);
-  transport_->shutdown(bootstrap_.get(), Clock::now() + std::min<std::chrono::milliseconds>(timeout_, kShutdownCap));
+  transport_->shutdown(bootstrap_.get(),
+                       Clock::now() + std::min<std::chrono::milliseconds>(timeout_, kShutdownCap));
   if (liveness_) liveness_->leave();
 }
 
@@ -206,9 +216,9 @@ void ProcessGroupDistx::abort() {
   transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
 }
 
-c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank,
-                                                          int size, double timeoutSeconds,
-                                                          const std::string& groupName) {
+c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
+    const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, double timeoutSeconds,
+    const std::string& groupName) {
   ProcessGroupDistx::Config config;
   config.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000.0));
   config.groupName = groupName;

@@ -41,7 +41,8 @@ class ProcessGroupDistx final : public c10d::Backend {
     std::string groupName;
   };
 
-  ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, Config config);
+  ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                    Config config);
   ~ProcessGroupDistx() override;
 
   const std::string getBackendName() const override { return "distx"; }
@@ -50,21 +51,21 @@ class ProcessGroupDistx final : public c10d::Backend {
                                            const c10d::BroadcastOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
                                            const c10d::AllreduceOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(std::vector<at::Tensor>& tensors,
-                                                     const c10d::AllreduceCoalescedOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(
+      std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
                                            std::vector<at::Tensor>& inputs,
                                            const c10d::AllgatherOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
                                                  const c10d::AllgatherOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputLists,
-                                                     std::vector<at::Tensor>& inputs,
-                                                     const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather_coalesced(
+      std::vector<std::vector<at::Tensor>>& outputLists, std::vector<at::Tensor>& inputs,
+      const c10d::AllgatherOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& outputs,
                                                 std::vector<std::vector<at::Tensor>>& inputs,
                                                 const c10d::ReduceScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(at::Tensor& output, at::Tensor& input,
-                                                      const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(
+      at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
 
   // collectives_reduce_scatter.cpp
@@ -96,8 +97,7 @@ class ProcessGroupDistx final : public c10d::Backend {
                                       int tag) override;
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank,
                                       int tag) override;
-  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors,
-                                               int tag) override;
+  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
   // monitored_barrier.cpp
   void monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks = false) override;
 
@@ -117,7 +117,8 @@ class ProcessGroupDistx final : public c10d::Backend {
     OpSignature signature;  // compared across ranks when debug checks are on
   };
 
-  c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, const char* opName, std::chrono::milliseconds timeout,
+  c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, const char* opName,
+                                         std::chrono::milliseconds timeout,
                                          std::vector<at::Tensor> outputs, Job job);
   void workerLoop();
   void run(Queued& q);
@@ -140,7 +141,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::condition_variable cv_;
   std::deque<Queued> queue_;
   std::atomic<int> queued_{0};  // queue_.size(), readable without mu_
-  uint64_t seq_ = 0;  // guarded by mu_
+  uint64_t seq_ = 0;            // guarded by mu_
   bool stopping_ = false;
   bool shutDown_ = false;
   std::thread worker_;
@@ -152,8 +153,8 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::shared_ptr<P2PEngine> p2p_;  // guarded by mu_
 };
 
-c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank,
-                                                          int size, double timeoutSeconds,
-                                                          const std::string& groupName);
+c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
+    const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, double timeoutSeconds,
+    const std::string& groupName);
 
 }  // namespace distx

@@ -11,11 +11,14 @@ WorkDistx::WorkDistx(int rank, c10d::OpType opType, uint64_t seq, const char* pr
     : c10d::Work(rank, opType, profilingTitle, std::optional<std::vector<at::Tensor>>(outputs)),
       seq_(seq),
       outputs_(std::move(outputs)),
-      future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+      future_(
+          c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {
+}
 
 bool WorkDistx::wait(std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
-  while (!isCompleted() && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  while (!isCompleted() && std::chrono::steady_clock::now() < until)
+    std::this_thread::yield();
   return c10d::Work::wait(timeout);
 }
 

@@ -17,12 +17,17 @@ std::string get(const char* name, const char* def) {
 
 const std::vector<Var>& all() {
   static const std::vector<Var> vars = {
-      {"DISTX_LOG_LEVEL", "warn", "error | warn | info | debug; every line is prefixed with rank and group"},
-      {"DISTX_CHUNK_BYTES", "262144", "pipelining chunk of the ring algorithms, in bytes (>= 4096)"},
+      {"DISTX_LOG_LEVEL", "warn",
+       "error | warn | info | debug; every line is prefixed with rank and group"},
+      {"DISTX_CHUNK_BYTES", "262144",
+       "pipelining chunk of the ring algorithms, in bytes (>= 4096)"},
       {"DISTX_ALGO", "", "force the all-reduce algorithm by name (empty = choose by message size)"},
-      {"DISTX_DEBUG", "0", "1: check before each collective that all ranks called the same op/dtype/shape"},
+      {"DISTX_DEBUG", "0",
+       "1: check before each collective that all ranks called the same op/dtype/shape"},
       {"DISTX_LIVENESS", "1", "0: turn off dead-peer detection (the TCP liveness ring)"},
-      {"DISTX_SPIN_US", "auto", "microseconds a waiting thread polls before sleeping (auto: 2000, or 50 when ranks > cores)"},
+      {"DISTX_SPIN_US", "auto",
+       "microseconds a waiting thread polls before sleeping (auto: 2000, or 50 when ranks > "
+       "cores)"},
   };
   return vars;
 }
@@ -34,7 +39,8 @@ int logLevel() {
     if (v == "warn" || v == "warning") return 1;
     if (v == "info") return 2;
     if (v == "debug") return 3;
-    throw InvalidArgument("DISTX_LOG_LEVEL must be one of error, warn, info, debug; got '" + v + "'");
+    throw InvalidArgument("DISTX_LOG_LEVEL must be one of error, warn, info, debug; got '" + v +
+                          "'");
   }();
   return level;
 }
@@ -48,7 +54,9 @@ size_t chunkBytes() {
   return static_cast<size_t>(n);
 }
 
-std::string forcedAlgorithm() { return get("DISTX_ALGO", ""); }
+std::string forcedAlgorithm() {
+  return get("DISTX_ALGO", "");
+}
 
 namespace {
 bool flag(const char* name, const char* def) {
@@ -59,7 +67,9 @@ bool flag(const char* name, const char* def) {
 }
 }  // namespace
 
-bool debugChecks() { return flag("DISTX_DEBUG", "0") || get("TORCH_DISTRIBUTED_DEBUG", "") == "DETAIL"; }
+bool debugChecks() {
+  return flag("DISTX_DEBUG", "0") || get("TORCH_DISTRIBUTED_DEBUG", "") == "DETAIL";
+}
 
 long long spinMicros() {
   const std::string v = get("DISTX_SPIN_US", "auto");
@@ -71,6 +81,8 @@ long long spinMicros() {
   return n;
 }
 
-bool livenessEnabled() { return flag("DISTX_LIVENESS", "1"); }
+bool livenessEnabled() {
+  return flag("DISTX_LIVENESS", "1");
+}
 
 }  // namespace distx::env

@@ -52,7 +52,7 @@ std::string concat(const Args&... args) {
 }  // namespace distx
 
 // DISTX_CHECK(cond, ErrorType, msg parts...) throws ErrorType(msg) when cond is false.
-#define DISTX_CHECK(cond, ErrorType, ...)                          \
-  do {                                                             \
+#define DISTX_CHECK(cond, ErrorType, ...)                               \
+  do {                                                                  \
     if (!(cond)) throw ErrorType(::distx::detail::concat(__VA_ARGS__)); \
   } while (0)

@@ -37,8 +37,8 @@ inline uint16_t floatToHalf(float f) {
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000);
   u &= 0x7fffffffu;
   if (u >= 0x7f800000u) return sign | (u > 0x7f800000u ? 0x7e00 : 0x7c00);  // nan / inf
-  if (u >= 0x477ff000u) return sign | 0x7c00;                                // overflow -> inf
-  if (u < 0x38800000u) {                                                     // subnormal or zero
+  if (u >= 0x477ff000u) return sign | 0x7c00;                               // overflow -> inf
+  if (u < 0x38800000u) {                                                    // subnormal or zero
     // add 0.5 (as float) so the FPU rounds the mantissa to nearest even for us
     float v = bitsToFloat(u) + 0.5f;
     return sign | static_cast<uint16_t>(floatToBits(v) - 0x3f000000u);
@@ -48,7 +48,9 @@ inline uint16_t floatToHalf(float f) {
   return sign | static_cast<uint16_t>(u >> 13);
 }
 
-inline float bf16ToFloat(uint16_t b) { return bitsToFloat(static_cast<uint32_t>(b) << 16); }
+inline float bf16ToFloat(uint16_t b) {
+  return bitsToFloat(static_cast<uint32_t>(b) << 16);
+}
 
 inline uint16_t floatToBf16(float f) {
   uint32_t u = floatToBits(f);

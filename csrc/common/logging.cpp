@@ -7,7 +7,9 @@
 
 namespace distx {
 
-bool logEnabled(LogLevel level) { return static_cast<int>(level) <= env::logLevel(); }
+bool logEnabled(LogLevel level) {
+  return static_cast<int>(level) <= env::logLevel();
+}
 
 void logLine(LogLevel level, const std::string& prefix, const std::string& msg) {
   static std::mutex mu;

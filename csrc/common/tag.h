@@ -31,7 +31,9 @@ constexpr int kSeqShift = kSrcShift + kSrcBits;
 constexpr int kPgShift = kSeqShift + kSeqBits;
 constexpr int kKindShift = kPgShift + kPgBits;
 
-constexpr uint64_t mask(int bits) { return bits == 64 ? ~0ull : ((1ull << bits) - 1); }
+constexpr uint64_t mask(int bits) {
+  return bits == 64 ? ~0ull : ((1ull << bits) - 1);
+}
 
 constexpr uint64_t kSrcMask = mask(kSrcBits) << kSrcShift;
 constexpr uint64_t kFullMask = ~0ull;
@@ -53,15 +55,25 @@ constexpr uint64_t makeP2P(uint32_t pg, uint32_t src, uint64_t userTag) {
   const uint64_t u = userTag & mask(userBits);
   return (static_cast<uint64_t>(Kind::kP2P) << kKindShift) |
          ((static_cast<uint64_t>(pg) & mask(kPgBits)) << kPgShift) |
-         ((u >> kSlotBits) << kSeqShift) | ((static_cast<uint64_t>(src) & mask(kSrcBits)) << kSrcShift) |
-         (u & mask(kSlotBits));
+         ((u >> kSlotBits) << kSeqShift) |
+         ((static_cast<uint64_t>(src) & mask(kSrcBits)) << kSrcShift) | (u & mask(kSlotBits));
 }
 
-constexpr Kind kindOf(uint64_t t) { return static_cast<Kind>((t >> kKindShift) & mask(kKindBits)); }
-constexpr uint32_t pgOf(uint64_t t) { return (t >> kPgShift) & mask(kPgBits); }
-constexpr uint32_t seqOf(uint64_t t) { return (t >> kSeqShift) & mask(kSeqBits); }
-constexpr uint32_t srcOf(uint64_t t) { return (t >> kSrcShift) & mask(kSrcBits); }
-constexpr uint64_t slotOf(uint64_t t) { return (t >> kSlotShift) & mask(kSlotBits); }
+constexpr Kind kindOf(uint64_t t) {
+  return static_cast<Kind>((t >> kKindShift) & mask(kKindBits));
+}
+constexpr uint32_t pgOf(uint64_t t) {
+  return (t >> kPgShift) & mask(kPgBits);
+}
+constexpr uint32_t seqOf(uint64_t t) {
+  return (t >> kSeqShift) & mask(kSeqBits);
+}
+constexpr uint32_t srcOf(uint64_t t) {
+  return (t >> kSrcShift) & mask(kSrcBits);
+}
+constexpr uint64_t slotOf(uint64_t t) {
+  return (t >> kSlotShift) & mask(kSlotBits);
+}
 
 static_assert(srcOf(make(Kind::kCollective, 3, 7, 12345, 99)) == 12345);
 static_assert(seqOf(make(Kind::kCollective, 3, 7, 12345, 99)) == 7);

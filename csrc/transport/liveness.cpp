@@ -50,7 +50,8 @@ std::string localAddresses(int port) {
   ips.push_back("127.0.0.1");
   std::ostringstream os;
   os << hostName() << "|";
-  for (size_t i = 0; i < ips.size(); ++i) os << (i ? "," : "") << ips[i];
+  for (size_t i = 0; i < ips.size(); ++i)
+    os << (i ? "," : "") << ips[i];
   os << "|" << port;
   return os.str();
 }
@@ -90,7 +91,8 @@ int connectWithDeadline(const std::string& ip, int port, Deadline deadline) {
     }
     const int err = errno;
     close(fd);
-    if (err != ECONNREFUSED && err != EINTR && err != EAGAIN) return -1;  // unreachable: try next ip
+    if (err != ECONNREFUSED && err != EINTR && err != EAGAIN)
+      return -1;  // unreachable: try next ip
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return -1;
@@ -98,7 +100,8 @@ int connectWithDeadline(const std::string& ip, int port, Deadline deadline) {
 
 }  // namespace
 
-LivenessRing::LivenessRing(int rank, int size, Bootstrap& bootstrap, Deadline deadline, OnDeath onDeath)
+LivenessRing::LivenessRing(int rank, int size, Bootstrap& bootstrap, Deadline deadline,
+                           OnDeath onDeath)
     : rank_(rank), size_(size), onDeath_(std::move(onDeath)) {
   if (size_ < 2) return;
   DISTX_CHECK(pipe2(wakeFds_, O_CLOEXEC) == 0, TransportError, "liveness: pipe2 failed");
@@ -108,11 +111,13 @@ LivenessRing::LivenessRing(int rank, int size, Bootstrap& bootstrap, Deadline de
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
   socklen_t len = sizeof addr;
-  DISTX_CHECK(bind(listenFd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 && listen(listenFd_, 16) == 0 &&
+  DISTX_CHECK(bind(listenFd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  listen(listenFd_, 16) == 0 &&
                   getsockname(listenFd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0,
               TransportError, "liveness: bind/listen failed: ", std::strerror(errno));
   const std::string mine = localAddresses(ntohs(addr.sin_port));
-  bootstrap.set("live_addr/" + std::to_string(rank_), std::vector<uint8_t>(mine.begin(), mine.end()));
+  bootstrap.set("live_addr/" + std::to_string(rank_),
+                std::vector<uint8_t>(mine.begin(), mine.end()));
 
   // Connect to the right neighbour (its listen backlog accepts before it calls accept()).
   const int right = (rank_ + 1) % size_;
@@ -123,19 +128,23 @@ LivenessRing::LivenessRing(int rank, int size, Bootstrap& bootstrap, Deadline de
   const int port = std::stoi(peer.substr(bar2 + 1));
   std::vector<std::string> ips;
   std::stringstream list(peer.substr(bar1 + 1, bar2 - bar1 - 1));
-  for (std::string ip; std::getline(list, ip, ',');) ips.push_back(ip);
+  for (std::string ip; std::getline(list, ip, ',');)
+    ips.push_back(ip);
   if (host == hostName()) ips.insert(ips.begin(), "127.0.0.1");
   for (const auto& ip : ips) {
     if ((rightFd_ = connectWithDeadline(ip, port, deadline)) >= 0) break;
   }
-  DISTX_CHECK(rightFd_ >= 0, TransportError, "liveness: could not connect to rank ", right, " at ", peer);
-  DISTX_CHECK(writeMsg(rightFd_, {kHello, rank_}), TransportError, "liveness: hello to rank ", right, " failed");
+  DISTX_CHECK(rightFd_ >= 0, TransportError, "liveness: could not connect to rank ", right, " at ",
+              peer);
+  DISTX_CHECK(writeMsg(rightFd_, {kHello, rank_}), TransportError, "liveness: hello to rank ",
+              right, " failed");
 
   // Accept the left neighbour.
   const int left = (rank_ - 1 + size_) % size_;
   while (leftFd_ < 0) {
     pollfd p{listenFd_, POLLIN, 0};
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     DISTX_CHECK(ms > 0 && poll(&p, 1, static_cast<int>(ms)) > 0, Timeout, "liveness: rank ", left,
                 " did not connect in time");
     int fd = accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -180,7 +189,8 @@ void LivenessRing::loop() {
   const int left = (rank_ - 1 + size_) % size_, right = (rank_ + 1) % size_;
   bool leftOpen = true, rightOpen = true;
   while (leftOpen || rightOpen) {
-    pollfd fds[3] = {{leftOpen ? leftFd_ : -1, POLLIN, 0}, {rightOpen ? rightFd_ : -1, POLLIN, 0},
+    pollfd fds[3] = {{leftOpen ? leftFd_ : -1, POLLIN, 0},
+                     {rightOpen ? rightFd_ : -1, POLLIN, 0},
                      {wakeFds_[0], POLLIN, 0}};
     if (poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;

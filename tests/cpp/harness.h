@@ -32,7 +32,8 @@ inline std::vector<uint64_t> runRanks(int P, const std::function<void(Rank&)>& f
                                       std::shared_ptr<LocalFabric> fabric = nullptr) {
   if (!fabric) fabric = std::make_shared<LocalFabric>(P);
   std::vector<std::unique_ptr<LocalTransport>> transports;
-  for (int r = 0; r < P; ++r) transports.push_back(fabric->transport(r));
+  for (int r = 0; r < P; ++r)
+    transports.push_back(fabric->transport(r));
   std::vector<std::exception_ptr> errors(P);
   std::vector<std::thread> threads;
   for (int r = 0; r < P; ++r) {
@@ -45,12 +46,14 @@ inline std::vector<uint64_t> runRanks(int P, const std::function<void(Rank&)>& f
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads)
+    t.join();
   for (auto& e : errors) {
     if (e) std::rethrow_exception(e);
   }
   std::vector<uint64_t> bytes;
-  for (auto& t : transports) bytes.push_back(t->bytesSent());
+  for (auto& t : transports)
+    bytes.push_back(t->bytesSent());
   return bytes;
 }
 

@@ -16,10 +16,13 @@ namespace {
 // Inputs chosen so every partial result is exact in every dtype (|x| <= 256).
 double input(ReduceOp op, int r, size_t i) {
   switch (op) {
-    case ReduceOp::kProduct: return 1 + ((r + i) % 2);  // product <= 2^8
+    case ReduceOp::kProduct:
+      return 1 + ((r + i) % 2);  // product <= 2^8
     case ReduceOp::kMin:
-    case ReduceOp::kMax: return static_cast<double>((r * 3 + i) % 11) - 5;
-    default: return (r + 1) * static_cast<double>(i % 7 + 1);  // sum <= 36 * 7
+    case ReduceOp::kMax:
+      return static_cast<double>((r * 3 + i) % 11) - 5;
+    default:
+      return (r + 1) * static_cast<double>(i % 7 + 1);  // sum <= 36 * 7
   }
 }
 
@@ -28,10 +31,18 @@ double expected(ReduceOp op, DType dt, int P, size_t i) {
   for (int r = 1; r < P; ++r) {
     const double x = input(op, r, i);
     switch (op) {
-      case ReduceOp::kProduct: acc *= x; break;
-      case ReduceOp::kMin: acc = std::min(acc, x); break;
-      case ReduceOp::kMax: acc = std::max(acc, x); break;
-      default: acc += x; break;
+      case ReduceOp::kProduct:
+        acc *= x;
+        break;
+      case ReduceOp::kMin:
+        acc = std::min(acc, x);
+        break;
+      case ReduceOp::kMax:
+        acc = std::max(acc, x);
+        break;
+      default:
+        acc += x;
+        break;
     }
   }
   if (op == ReduceOp::kAvg) {
@@ -53,7 +64,8 @@ void checkAllreduce(int P, size_t count, DType dt, ReduceOp op, size_t chunkByte
   const size_t elem = dtypeSize(dt);
   std::vector<std::vector<uint8_t>> bufs(P, std::vector<uint8_t>(count * elem + 1));
   for (int r = 0; r < P; ++r) {
-    for (size_t i = 0; i < count; ++i) put(dt, bufs[r].data(), i, input(op, r, i));
+    for (size_t i = 0; i < count; ++i)
+      put(dt, bufs[r].data(), i, input(op, r, i));
   }
   auto bytes = runRanks(P, [&](Rank& rk) {
     auto ctx = rk.ctx(7, std::chrono::seconds(30), chunkBytes);
@@ -72,7 +84,8 @@ void checkAllreduce(int P, size_t count, DType dt, ReduceOp op, size_t chunkByte
   // segment but (r+2) in all-gather.
   const Segments seg{count, P};
   for (int r = 0; r < P; ++r) {
-    const uint64_t want = P == 1 ? 0 : (2 * count - seg.size(mod(r + 1, P)) - seg.size(mod(r + 2, P))) * elem;
+    const uint64_t want =
+        P == 1 ? 0 : (2 * count - seg.size(mod(r + 1, P)) - seg.size(mod(r + 2, P))) * elem;
     EXPECT_EQ(bytes[r], want) << "bytes sent by rank " << r << " P=" << P << " count=" << count;
   }
 }
@@ -81,12 +94,14 @@ class RingAllreduce : public ::testing::TestWithParam<int> {};
 
 TEST_P(RingAllreduce, EveryDtypeAndOpExact) {
   const int P = GetParam();
-  const DType dtypes[] = {DType::kFloat32, DType::kFloat64, DType::kFloat16,
+  const DType dtypes[] = {DType::kFloat32,  DType::kFloat64, DType::kFloat16,
                           DType::kBFloat16, DType::kInt32,   DType::kInt64};
-  const ReduceOp ops[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax, ReduceOp::kProduct};
+  const ReduceOp ops[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax,
+                          ReduceOp::kProduct};
   for (DType dt : dtypes) {
     for (ReduceOp op : ops) {
-      for (size_t count : countsFor(P)) checkAllreduce(P, count, dt, op, 64);  // many chunks
+      for (size_t count : countsFor(P))
+        checkAllreduce(P, count, dt, op, 64);  // many chunks
     }
   }
 }
@@ -94,7 +109,8 @@ TEST_P(RingAllreduce, EveryDtypeAndOpExact) {
 TEST_P(RingAllreduce, OverOneMillionElements) {
   const int P = GetParam();
   const size_t n = (1u << 20) + 7;
-  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax}) checkAllreduce(P, n, DType::kFloat32, op, 1 << 16);
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax})
+    checkAllreduce(P, n, DType::kFloat32, op, 1 << 16);
   checkAllreduce(P, n, DType::kBFloat16, ReduceOp::kSum, 1 << 16);
   checkAllreduce(P, n, DType::kInt64, ReduceOp::kAvg, 1 << 16);
 }
@@ -107,12 +123,15 @@ TEST(RingAllreduceFailure, MissingRankTimesOutWithPeerInMessage) {
   std::vector<float> buf(100, 1.f);
   auto t0 = Clock::now();
   try {
-    runRanks(3, [&](Rank& rk) {
-      if (rk.rank == 2) return;  // never joins
-      std::vector<float> mine(buf);
-      auto ctx = rk.ctx(1, std::chrono::milliseconds(300));
-      allreduceRing(ctx, mine.data(), mine.size(), DType::kFloat32, ReduceOp::kSum);
-    }, fabric);
+    runRanks(
+        3,
+        [&](Rank& rk) {
+          if (rk.rank == 2) return;  // never joins
+          std::vector<float> mine(buf);
+          auto ctx = rk.ctx(1, std::chrono::milliseconds(300));
+          allreduceRing(ctx, mine.data(), mine.size(), DType::kFloat32, ReduceOp::kSum);
+        },
+        fabric);
     FAIL() << "expected a timeout";
   } catch (const Timeout& e) {
     EXPECT_NE(std::string(e.what()).find("rank"), std::string::npos) << e.what();

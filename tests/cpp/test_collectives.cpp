@@ -10,7 +10,9 @@
 namespace distx::testing {
 namespace {
 
-uint8_t byteOf(int r, size_t i) { return static_cast<uint8_t>(r * 31 + i * 7 + 1); }
+uint8_t byteOf(int r, size_t i) {
+  return static_cast<uint8_t>(r * 31 + i * 7 + 1);
+}
 
 class Collectives : public ::testing::TestWithParam<int> {};
 
@@ -18,13 +20,16 @@ TEST_P(Collectives, AllgatherRingPlacesEveryBlock) {
   const int P = GetParam();
   for (size_t blockBytes : {size_t(0), size_t(1), size_t(5), size_t(4099), size_t(100000)}) {
     // out[r] holds P separate blocks (list form), each rank fills its own.
-    std::vector<std::vector<std::vector<uint8_t>>> out(P, std::vector<std::vector<uint8_t>>(P, std::vector<uint8_t>(blockBytes)));
+    std::vector<std::vector<std::vector<uint8_t>>> out(
+        P, std::vector<std::vector<uint8_t>>(P, std::vector<uint8_t>(blockBytes)));
     for (int r = 0; r < P; ++r) {
-      for (size_t i = 0; i < blockBytes; ++i) out[r][r][i] = byteOf(r, i);
+      for (size_t i = 0; i < blockBytes; ++i)
+        out[r][r][i] = byteOf(r, i);
     }
     auto bytes = runRanks(P, [&](Rank& rk) {
       std::vector<void*> blocks;
-      for (auto& b : out[rk.rank]) blocks.push_back(b.data());
+      for (auto& b : out[rk.rank])
+        blocks.push_back(b.data());
       auto ctx = rk.ctx(3, std::chrono::seconds(30), 4096);
       allgatherRing(ctx, blocks, blockBytes);
     });
@@ -44,7 +49,8 @@ TEST_P(Collectives, BroadcastTreeFromEveryRoot) {
   for (int root = 0; root < P; ++root) {
     for (size_t n : {size_t(0), size_t(1), size_t(4097), size_t(65536 * 3 + 1)}) {
       std::vector<std::vector<uint8_t>> bufs(P, std::vector<uint8_t>(n, 0));
-      for (size_t i = 0; i < n; ++i) bufs[root][i] = byteOf(root, i);
+      for (size_t i = 0; i < n; ++i)
+        bufs[root][i] = byteOf(root, i);
       auto bytes = runRanks(P, [&](Rank& rk) {
         auto ctx = rk.ctx(static_cast<uint32_t>(root), std::chrono::seconds(30), 4096);
         broadcastTree(ctx, bufs[rk.rank].data(), n, root);

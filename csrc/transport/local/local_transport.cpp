@@ -57,7 +57,9 @@ void LocalFabric::kill(int rank) {
 LocalTransport::LocalTransport(std::shared_ptr<LocalFabric> fabric, int rank)
     : fabric_(std::move(fabric)), rank_(rank) {}
 
-int LocalTransport::size() const { return fabric_->size(); }
+int LocalTransport::size() const {
+  return fabric_->size();
+}
 
 RequestPtr LocalTransport::send(int dst, uint64_t tag, const void* buf, size_t bytes) {
   DISTX_CHECK(dst >= 0 && dst < size(), InvalidArgument, "send to invalid rank ", dst);
@@ -124,7 +126,8 @@ void LocalTransport::wait(Request& req, Deadline deadline, const std::string& wh
   for (;;) {
     if (!state->error.empty()) throw TransportError(state->error + " (" + what + ")");
     if (state->done) return;
-    if (!fabric_->aborted_[rank_].empty()) throw PeerFailure(fabric_->aborted_[rank_] + " (" + what + ")");
+    if (!fabric_->aborted_[rank_].empty())
+      throw PeerFailure(fabric_->aborted_[rank_] + " (" + what + ")");
     if (fabric_->dead_[rank_]) throw PeerFailure("local rank was killed (" + what + ")");
     if (state->peer >= 0 && fabric_->dead_[state->peer]) {
       throw PeerFailure(detail::concat("peer rank ", state->peer, " failed (", what, ")"));

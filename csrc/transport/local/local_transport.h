@@ -36,11 +36,13 @@ class LocalFabric : public std::enable_shared_from_this<LocalFabric> {
  public:
   explicit LocalFabric(int size);
   int size() const { return static_cast<int>(boxes_.size()); }
-  std::unique_ptr<LocalTransport> transport(int rank) { return std::make_unique<LocalTransport>(shared_from_this(), rank); }
+  std::unique_ptr<LocalTransport> transport(int rank) {
+    return std::make_unique<LocalTransport>(shared_from_this(), rank);
+  }
   // Marks `rank` dead: waits on messages from or to it fail with PeerFailure.
   void kill(int rank);
 
- struct State;  // one posted or completed request (defined in the .cpp)
+  struct State;  // one posted or completed request (defined in the .cpp)
 
  private:
   friend class LocalTransport;

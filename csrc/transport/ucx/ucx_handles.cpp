@@ -35,7 +35,8 @@ Worker::Worker(std::shared_ptr<Context> ctx) : ctx_(std::move(ctx)) {
     ucp_worker_destroy(worker_);
     worker_ = nullptr;
     throw TransportError(
-        "this UCX was built without multi-thread support (--enable-mt); distx needs a MULTI worker");
+        "this UCX was built without multi-thread support (--enable-mt); distx needs a MULTI "
+        "worker");
   }
 }
 

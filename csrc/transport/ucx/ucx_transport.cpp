@@ -59,7 +59,8 @@ void sendCallback(void* request, ucs_status_t status, void* userData) {
   finishFromUcx(static_cast<State*>(userData), request, status);
 }
 
-void recvCallback(void* request, ucs_status_t status, const ucp_tag_recv_info_t* info, void* userData) {
+void recvCallback(void* request, ucs_status_t status, const ucp_tag_recv_info_t* info,
+                  void* userData) {
   auto* st = static_cast<State*>(userData);
   if (status == UCS_OK && info) {
     st->length = info->length;
@@ -89,8 +90,9 @@ class UcxRequest final : public Request {
     const int s = st_->status.load(std::memory_order_acquire);
     if (s == UCS_INPROGRESS) return false;
     if (s != UCS_OK) {
-      throw TransportError(detail::concat(st_->isRecv ? "recv from rank " : "send to rank ", st_->peer,
-                                          " failed: ", ucs_status_string(static_cast<ucs_status_t>(s))));
+      throw TransportError(
+          detail::concat(st_->isRecv ? "recv from rank " : "send to rank ", st_->peer,
+                         " failed: ", ucs_status_string(static_cast<ucs_status_t>(s))));
     }
     return true;
   }
@@ -118,12 +120,14 @@ UcxTransport::UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline de
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = efd;
-  DISTX_CHECK(epoll_ctl(epollFd_, EPOLL_CTL_ADD, efd, &ev) == 0, TransportError, "epoll_ctl failed");
+  DISTX_CHECK(epoll_ctl(epollFd_, EPOLL_CTL_ADD, efd, &ev) == 0, TransportError,
+              "epoll_ctl failed");
   progressThread_ = std::thread([this] { progressLoop(); });
 
   try {
     const std::string addr = worker_->address();
-    bootstrap.set("ucx_addr/" + std::to_string(rank_), std::vector<uint8_t>(addr.begin(), addr.end()));
+    bootstrap.set("ucx_addr/" + std::to_string(rank_),
+                  std::vector<uint8_t>(addr.begin(), addr.end()));
     endpoints_.assign(size_, nullptr);
     for (int r = 0; r < size_; ++r) {
       const auto peer = bootstrap.get("ucx_addr/" + std::to_string(r));
@@ -160,7 +164,9 @@ UcxTransport::~UcxTransport() {
   context_.reset();
 }
 
-std::string UcxTransport::version() { return ucp_get_version_string(); }
+std::string UcxTransport::version() {
+  return ucp_get_version_string();
+}
 
 void UcxTransport::notifyCompletion() {
   { std::lock_guard<std::mutex> lock(mu_); }
@@ -200,10 +206,10 @@ RequestPtr UcxTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, s
   st->peer = src;
   st->isRecv = true;
   ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_MEMORY_TYPE |
-                   UCP_OP_ATTR_FIELD_RECV_INFO |
-                   UCP_OP_ATTR_FLAG_NO_IMM_CMPL;  // UCX 1.13 leaves recv_info empty on immediate completion
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE |
+      UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FIELD_RECV_INFO |
+      UCP_OP_ATTR_FLAG_NO_IMM_CMPL;  // UCX 1.13 leaves recv_info empty on immediate completion
   p.cb.recv = recvCallback;
   p.user_data = st;
   p.datatype = ucp_dt_make_contig(1);
@@ -213,7 +219,8 @@ RequestPtr UcxTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, s
   if (UCS_PTR_IS_ERR(r)) {
     const ucs_status_t err = UCS_PTR_STATUS(r);
     delete st;
-    throw TransportError(detail::concat("recv from rank ", src, " failed: ", ucs_status_string(err)));
+    throw TransportError(
+        detail::concat("recv from rank ", src, " failed: ", ucs_status_string(err)));
   }
   if (r == nullptr) {
     st->length = st->info.length;
@@ -249,7 +256,8 @@ void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what
   ucp_worker_signal(w);
   std::unique_lock<std::mutex> lock(mu_);
   while (!req.test()) {
-    if (aborted_.load(std::memory_order_acquire)) throw PeerFailure(abortReason_ + " (while waiting: " + what + ")");
+    if (aborted_.load(std::memory_order_acquire))
+      throw PeerFailure(abortReason_ + " (while waiting: " + what + ")");
     if (Clock::now() >= deadline) throw Timeout("timed out waiting for " + what);
     cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(10)));
   }
@@ -279,7 +287,8 @@ void UcxTransport::progressLoop() {
     const ucs_status_t st = ucp_worker_arm(w);
     if (st == UCS_ERR_BUSY) continue;
     if (st != UCS_OK) {
-      DISTX_LOG(LogLevel::kError, "[distx progress]", "ucp_worker_arm failed: ", ucs_status_string(st));
+      DISTX_LOG(LogLevel::kError, "[distx progress]",
+                "ucp_worker_arm failed: ", ucs_status_string(st));
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
