@@ -42,15 +42,10 @@ struct CollectiveContext {
 };
 
 // True when a completed receive that expected `want` bytes got another size.
-// A reported 0 is not trusted: UcxTransport reports 0 bytes (and source 0)
-// for receives that UCX 1.13 completes immediately inside ucp_tag_recv_nbx,
-// as it leaves recv_info unfilled there. Until the transport asks for
-// callback completion (UCP_OP_ATTR_FLAG_NO_IMM_CMPL), only a nonzero
-// mismatch is reported; a message larger than the buffer is caught anyway
-// (truncation error).
+// Both transports report the received length (UcxTransport asks UCX for
+// callback completion so recv_info is always filled), so this is exact.
 inline bool receivedSizeMismatch(const Request& req, size_t want) {
-  const size_t got = req.receivedBytes();
-  return got != want && got != 0;
+  return req.receivedBytes() != want;
 }
 
 // Even split of `count` elements into `parts` segments (the first count % parts

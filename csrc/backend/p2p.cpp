@@ -142,7 +142,7 @@ void P2PEngine::finish(std::unique_ptr<Op> op, std::exception_ptr error) {
   if (!error && op->isRecv()) {
     const size_t got = op->req->receivedBytes(), want = op->buf.nbytes();
     op->work->setSourceRank(op->peer >= 0 ? op->peer : op->req->source());
-    if (got != want && got != 0) {  // 0: unknown, see receivedSizeMismatch (algorithm.h)
+    if (got != want) {
       error = errorFor(*op, detail::concat("rank ", op->req->source(), " sent ", got,
                                            " bytes but the receiving tensor holds ", want));
     } else if (!op->buf.is_same(op->user)) {

@@ -319,10 +319,6 @@ def cases(ws: int) -> dict[str, Case]:
     }
 
 
-# Cases that reproduce a known backend/transport bug (see the marker's help).
-KNOWN_BUGS = {"recv_any_source_arrived_first"}
-
-
 def _run_all_cases(rank: int, ws: int) -> dict[str, str | None]:
     warnings.simplefilter("ignore", FutureWarning)
     warnings.simplefilter("ignore", UserWarning)
@@ -354,8 +350,7 @@ def _world(ws: int) -> list[dict[str, str | None]]:
     return out
 
 
-_PARAMS = [pytest.param(ws, name, id=f"P{ws}-{name}",
-                        marks=[pytest.mark.distx_bug] if name in KNOWN_BUGS else [])
+_PARAMS = [pytest.param(ws, name, id=f"P{ws}-{name}")
            for ws in WORLD_SIZES for name in cases(ws)]
 
 
