@@ -49,12 +49,18 @@ P2PEngine::P2PEngine(Transport& transport, uint32_t pgTag, std::function<bool()>
       prefix_(std::move(prefix)) {}
 
 P2PEngine::~P2PEngine() {
+  stop("the process group was destroyed");
+  if (thread_.joinable()) thread_.join();
+}
+
+void P2PEngine::stop(const std::string& why) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
     stop_ = true;
+    stopWhy_ = why;
   }
   cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
 }
 
 std::exception_ptr P2PEngine::errorFor(const Op& op, const std::string& what) const {
@@ -130,7 +136,7 @@ c10::intrusive_ptr<c10d::Work> P2PEngine::post(std::unique_ptr<Op> op) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    TORCH_CHECK(!stop_, prefix_, " p2p] the process group is being destroyed");
+    TORCH_CHECK(!stop_, prefix_, " p2p] ", stopWhy_);
     pending_.push_back(std::move(op));
     if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
   }
@@ -170,7 +176,7 @@ void P2PEngine::loop() {
     }
     const auto now = Clock::now();
     std::string failAll;  // set: every pending op fails with this reason
-    if (stop_) failAll = "the process group was destroyed while the operation was pending";
+    if (stop_) failAll = stopWhy_ + " while the operation was pending";
     if (failAll.empty() && now - lastCheck >= kLivenessCheck) {
       lastCheck = now;
       lock.unlock();
@@ -248,6 +254,15 @@ P2PEngine& ProcessGroupDistx::p2pEngine(const char* opName) {
         detail::concat("[distx rank ", rank_, "/", size_, " pg ", groupName_));
   }
   return *p2p_;
+}
+
+void ProcessGroupDistx::stopP2P(const std::string& why) {
+  std::shared_ptr<P2PEngine> p2p;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    p2p = p2p_;
+  }
+  if (p2p) p2p->stop(why);
 }
 
 std::chrono::milliseconds ProcessGroupDistx::p2pTimeout() {

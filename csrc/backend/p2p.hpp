@@ -39,7 +39,7 @@ class P2PEngine {
   // the "[distx rank r/P pg name" head of error messages.
   P2PEngine(Transport& transport, uint32_t pgTag, std::function<bool()> stopping,
             std::string prefix);
-  ~P2PEngine();
+  ~P2PEngine();  // stop("the process group was destroyed"), then joins
   P2PEngine(const P2PEngine&) = delete;
   P2PEngine& operator=(const P2PEngine&) = delete;
 
@@ -48,6 +48,11 @@ class P2PEngine {
                                       std::chrono::milliseconds timeout);
   c10::intrusive_ptr<c10d::Work> recv(const at::Tensor& t, int src, int userTag,
                                       std::chrono::milliseconds timeout);
+
+  // Fails every pending op now with "<why> while the operation was pending"
+  // (the first reason given wins). Later posts still go through post()'s
+  // stopping check.
+  void stop(const std::string& why);
 
  private:
   struct Op;
@@ -68,6 +73,7 @@ class P2PEngine {
   std::list<std::unique_ptr<Op>> pending_;   // guarded by mu_
   std::vector<std::unique_ptr<Op>> failed_;  // guarded by mu_; see the note
   bool stop_ = false;                        // guarded by mu_
+  std::string stopWhy_;                      // guarded by mu_
   std::thread thread_;                       // started by the first pending op
 };
 

@@ -202,6 +202,7 @@ void ProcessGroupDistx::shutdown() {
   if (shutDown_) return;
   shutDown_ = true;
   stopWorker(/*drain=*/true);
+  stopP2P("the process group was shut down");
   transport_->shutdown(bootstrap_.get(),
                        Clock::now() + std::min<std::chrono::milliseconds>(timeout_, kShutdownCap));
   if (liveness_) liveness_->leave();
@@ -211,6 +212,7 @@ void ProcessGroupDistx::abort() {
   if (shutDown_) return;
   shutDown_ = true;
   transport_->abort(prefix("abort", 0) + " process group aborted");
+  stopP2P("the process group was aborted");
   stopWorker(/*drain=*/false);
   if (liveness_) liveness_->leave();
   transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));

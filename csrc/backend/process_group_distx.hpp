@@ -150,7 +150,8 @@ class ProcessGroupDistx final : public c10d::Backend {
   // last so it is destroyed first, before the transport and mu_ it uses.
   P2PEngine& p2pEngine(const char* opName);
   std::chrono::milliseconds p2pTimeout();
-  std::shared_ptr<P2PEngine> p2p_;  // guarded by mu_
+  void stopP2P(const std::string& why);  // fails pending sends/recvs with `why`
+  std::shared_ptr<P2PEngine> p2p_;       // guarded by mu_
 };
 
 c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
