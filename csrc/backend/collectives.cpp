@@ -123,7 +123,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(
         allgatherRing(ctx, blocks, in.nbytes());
         for (auto& c : cs)
           c.writeBack();
-      });
+      },
+      {in});
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(
@@ -150,7 +151,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(
                      blocks.push_back(static_cast<uint8_t*>(c.buf.data_ptr()) + i * block);
                    allgatherRing(ctx, blocks, block);
                    c.writeBack();
-                 });
+                 },
+                 {in});
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
@@ -201,7 +203,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
             off += n;
           }
         }
-      });
+      },
+      ins);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::barrier(const c10d::BarrierOptions& opts) {

@@ -84,7 +84,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall_base(
                    }
                    alltoallPairwise(ctx, sp, sendBytes, rp, recvBytes);
                    c.writeBack();
-                 });
+                 },
+                 {in});
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall(std::vector<at::Tensor>& outputs,
@@ -108,32 +109,34 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall(std::vector<at::Tenso
                     " sends ", inputs[rank_].numel(),
                     " elements to itself but its output for itself holds ", outputs[rank_].numel());
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
-  return enqueue(c10d::OpType::ALLTOALL, op, opts.timeout, outs,
-                 [ins, outs](CollectiveContext& ctx) {
-                   bool aliased = false;
-                   for (const auto& o : outs) {
-                     for (const auto& i : ins)
-                       aliased = aliased || o.is_alias_of(i);
-                   }
-                   std::vector<at::Tensor> srcs;
-                   std::vector<Contig> dsts;
-                   std::vector<const void*> sp;
-                   std::vector<void*> rp;
-                   std::vector<size_t> sb, rb;
-                   for (const auto& t : ins)
-                     srcs.push_back(aliased ? contiguousCopy(t) : t.contiguous());
-                   for (const auto& t : outs)
-                     dsts.emplace_back(t);
-                   for (size_t p = 0; p < ins.size(); ++p) {
-                     sp.push_back(srcs[p].data_ptr());
-                     sb.push_back(srcs[p].nbytes());
-                     rp.push_back(dsts[p].buf.data_ptr());
-                     rb.push_back(dsts[p].buf.nbytes());
-                   }
-                   alltoallPairwise(ctx, sp, sb, rp, rb);
-                   for (auto& c : dsts)
-                     c.writeBack();
-                 });
+  return enqueue(
+      c10d::OpType::ALLTOALL, op, opts.timeout, outs,
+      [ins, outs](CollectiveContext& ctx) {
+        bool aliased = false;
+        for (const auto& o : outs) {
+          for (const auto& i : ins)
+            aliased = aliased || o.is_alias_of(i);
+        }
+        std::vector<at::Tensor> srcs;
+        std::vector<Contig> dsts;
+        std::vector<const void*> sp;
+        std::vector<void*> rp;
+        std::vector<size_t> sb, rb;
+        for (const auto& t : ins)
+          srcs.push_back(aliased ? contiguousCopy(t) : t.contiguous());
+        for (const auto& t : outs)
+          dsts.emplace_back(t);
+        for (size_t p = 0; p < ins.size(); ++p) {
+          sp.push_back(srcs[p].data_ptr());
+          sb.push_back(srcs[p].nbytes());
+          rp.push_back(dsts[p].buf.data_ptr());
+          rb.push_back(dsts[p].buf.nbytes());
+        }
+        alltoallPairwise(ctx, sp, sb, rp, rb);
+        for (auto& c : dsts)
+          c.writeBack();
+      },
+      ins);
 }
 
 }  // namespace distx

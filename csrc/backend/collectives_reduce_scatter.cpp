@@ -65,18 +65,19 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter(
   checkSameTypeAndSize(inputs[0], out, op);
   const ReduceSpec spec = toReduceOp(opts.reduceOp, out.scalar_type(), op);
   const auto ins = inputs[0];
-  return enqueue(c10d::OpType::REDUCE_SCATTER, op, opts.timeout, {out},
-                 [ins, out, spec, op](CollectiveContext& ctx) {
-                   const int64_t n = out.numel();
-                   at::Tensor packed =
-                       at::empty({n * static_cast<int64_t>(ins.size())},
-                                 out.options().memory_format(at::MemoryFormat::Contiguous));
-                   for (size_t i = 0; i < ins.size(); ++i) {
-                     packed.narrow(0, i * n, n).view(ins[i].sizes()).copy_(ins[i]);
-                   }
-                   at::Tensor mine = reduceScatterPacked(ctx, packed, n, spec, op);
-                   out.copy_(mine.view(out.sizes()));
-                 });
+  return enqueue(
+      c10d::OpType::REDUCE_SCATTER, op, opts.timeout, {out},
+      [ins, out, spec, op](CollectiveContext& ctx) {
+        const int64_t n = out.numel();
+        at::Tensor packed = at::empty({n * static_cast<int64_t>(ins.size())},
+                                      out.options().memory_format(at::MemoryFormat::Contiguous));
+        for (size_t i = 0; i < ins.size(); ++i) {
+          packed.narrow(0, i * n, n).view(ins[i].sizes()).copy_(ins[i]);
+        }
+        at::Tensor mine = reduceScatterPacked(ctx, packed, n, spec, op);
+        out.copy_(mine.view(out.sizes()));
+      },
+      ins);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter_tensor_coalesced(
@@ -92,42 +93,44 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter_tensor_coalesce
   }
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
   const int P = size_;
-  return enqueue(c10d::OpType::REDUCE_SCATTER_TENSOR_COALESCED, op, opts.timeout, outs,
-                 [ins, outs, specs, P, op](CollectiveContext& ctx) {
-                   // One ring per dtype (in order of first appearance); tensors of one
-                   // dtype are interleaved block by block: block r = every input's r-th slice.
-                   std::map<at::ScalarType, std::vector<size_t>> byType;
-                   std::vector<at::ScalarType> order;
-                   for (size_t i = 0; i < ins.size(); ++i) {
-                     auto& v = byType[ins[i].scalar_type()];
-                     if (v.empty()) order.push_back(ins[i].scalar_type());
-                     v.push_back(i);
-                   }
-                   for (at::ScalarType st : order) {
-                     const auto& idx = byType[st];
-                     int64_t block = 0;
-                     for (size_t i : idx)
-                       block += outs[i].numel();
-                     at::Tensor packed = at::empty({block * P}, ins[idx[0]].options().memory_format(
-                                                                    at::MemoryFormat::Contiguous));
-                     int64_t pos = 0;  // input i's offset inside a block
-                     for (size_t i : idx) {
-                       const int64_t n = outs[i].numel();
-                       const at::Tensor flat = ins[i].reshape({-1});
-                       for (int r = 0; r < P; ++r) {
-                         packed.narrow(0, r * block + pos, n).copy_(flat.narrow(0, r * n, n));
-                       }
-                       pos += n;
-                     }
-                     at::Tensor mine = reduceScatterPacked(ctx, packed, block, specs[idx[0]], op);
-                     int64_t off = 0;
-                     for (size_t i : idx) {
-                       const int64_t n = outs[i].numel();
-                       outs[i].copy_(mine.narrow(0, off, n).view(outs[i].sizes()));
-                       off += n;
-                     }
-                   }
-                 });
+  return enqueue(
+      c10d::OpType::REDUCE_SCATTER_TENSOR_COALESCED, op, opts.timeout, outs,
+      [ins, outs, specs, P, op](CollectiveContext& ctx) {
+        // One ring per dtype (in order of first appearance); tensors of one
+        // dtype are interleaved block by block: block r = every input's r-th slice.
+        std::map<at::ScalarType, std::vector<size_t>> byType;
+        std::vector<at::ScalarType> order;
+        for (size_t i = 0; i < ins.size(); ++i) {
+          auto& v = byType[ins[i].scalar_type()];
+          if (v.empty()) order.push_back(ins[i].scalar_type());
+          v.push_back(i);
+        }
+        for (at::ScalarType st : order) {
+          const auto& idx = byType[st];
+          int64_t block = 0;
+          for (size_t i : idx)
+            block += outs[i].numel();
+          at::Tensor packed = at::empty(
+              {block * P}, ins[idx[0]].options().memory_format(at::MemoryFormat::Contiguous));
+          int64_t pos = 0;  // input i's offset inside a block
+          for (size_t i : idx) {
+            const int64_t n = outs[i].numel();
+            const at::Tensor flat = ins[i].reshape({-1});
+            for (int r = 0; r < P; ++r) {
+              packed.narrow(0, r * block + pos, n).copy_(flat.narrow(0, r * n, n));
+            }
+            pos += n;
+          }
+          at::Tensor mine = reduceScatterPacked(ctx, packed, block, specs[idx[0]], op);
+          int64_t off = 0;
+          for (size_t i : idx) {
+            const int64_t n = outs[i].numel();
+            outs[i].copy_(mine.narrow(0, off, n).view(outs[i].sizes()));
+            off += n;
+          }
+        }
+      },
+      ins);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_into_tensor_coalesced(
@@ -149,39 +152,41 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_into_tensor_coalesce
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
   const int P = size_, r = rank_;
   // One ring all-gather over the byte-concatenation of every input.
-  return enqueue(c10d::OpType::COALESCED, op, opts.timeout, outs,
-                 [ins, outs, P, r](CollectiveContext& ctx) {
-                   int64_t block = 0;
-                   for (const auto& t : ins)
-                     block += static_cast<int64_t>(t.nbytes());
-                   at::Tensor buf = at::empty({block * P}, at::kByte);
-                   int64_t off = r * block;
-                   for (const auto& t : ins) {
-                     const int64_t n = t.nbytes();
-                     if (n) buf.narrow(0, off, n).copy_(flatContiguous(t).view(at::kByte));
-                     off += n;
-                   }
-                   std::vector<void*> blocks;
-                   for (int i = 0; i < P; ++i) {
-                     blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
-                   }
-                   allgatherRing(ctx, blocks, static_cast<size_t>(block));
-                   int64_t pos = 0;  // input i's offset inside a block
-                   for (size_t i = 0; i < ins.size(); ++i) {
-                     const int64_t nb = ins[i].nbytes();
-                     if (nb > 0) {
-                       // Byte views: offsets inside a block need not be aligned
-                       // to the element size when dtypes are mixed.
-                       Contig c(outs[i]);
-                       at::Tensor dst = c.buf.view({-1}).view(at::kByte);
-                       for (int src = 0; src < P; ++src) {
-                         dst.narrow(0, src * nb, nb).copy_(buf.narrow(0, src * block + pos, nb));
-                       }
-                       c.writeBack();
-                     }
-                     pos += nb;
-                   }
-                 });
+  return enqueue(
+      c10d::OpType::COALESCED, op, opts.timeout, outs,
+      [ins, outs, P, r](CollectiveContext& ctx) {
+        int64_t block = 0;
+        for (const auto& t : ins)
+          block += static_cast<int64_t>(t.nbytes());
+        at::Tensor buf = at::empty({block * P}, at::kByte);
+        int64_t off = r * block;
+        for (const auto& t : ins) {
+          const int64_t n = t.nbytes();
+          if (n) buf.narrow(0, off, n).copy_(flatContiguous(t).view(at::kByte));
+          off += n;
+        }
+        std::vector<void*> blocks;
+        for (int i = 0; i < P; ++i) {
+          blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
+        }
+        allgatherRing(ctx, blocks, static_cast<size_t>(block));
+        int64_t pos = 0;  // input i's offset inside a block
+        for (size_t i = 0; i < ins.size(); ++i) {
+          const int64_t nb = ins[i].nbytes();
+          if (nb > 0) {
+            // Byte views: offsets inside a block need not be aligned
+            // to the element size when dtypes are mixed.
+            Contig c(outs[i]);
+            at::Tensor dst = c.buf.view({-1}).view(at::kByte);
+            for (int src = 0; src < P; ++src) {
+              dst.narrow(0, src * nb, nb).copy_(buf.narrow(0, src * block + pos, nb));
+            }
+            c.writeBack();
+          }
+          pos += nb;
+        }
+      },
+      ins);
 }
 
 }  // namespace distx

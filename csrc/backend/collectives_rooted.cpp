@@ -79,7 +79,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::gather(
                    gatherLinear(ctx, src.data_ptr(), src.nbytes(), blocks, root);
                    for (auto& c : cs)
                      c.writeBack();
-                 });
+                 },
+                 {in});
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::scatter(
@@ -102,18 +103,20 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::scatter(
                       ": only the root (rank ", root, ") passes an input list; rank ", rank_,
                       " got ", inputs.size() == 1 ? inputs[0].size() : inputs.size(), " inputs");
   }
-  return enqueue(c10d::OpType::SCATTER, op, opts.timeout, {out},
-                 [ins, out, root](CollectiveContext& ctx) {
-                   std::vector<at::Tensor> srcs;
-                   std::vector<const void*> blocks;
-                   for (const auto& t : ins)
-                     srcs.push_back(t.contiguous());
-                   for (const auto& t : srcs)
-                     blocks.push_back(t.data_ptr());
-                   Contig c(out);
-                   scatterLinear(ctx, blocks, c.buf.data_ptr(), c.buf.nbytes(), root);
-                   c.writeBack();
-                 });
+  return enqueue(
+      c10d::OpType::SCATTER, op, opts.timeout, {out},
+      [ins, out, root](CollectiveContext& ctx) {
+        std::vector<at::Tensor> srcs;
+        std::vector<const void*> blocks;
+        for (const auto& t : ins)
+          srcs.push_back(t.contiguous());
+        for (const auto& t : srcs)
+          blocks.push_back(t.data_ptr());
+        Contig c(out);
+        scatterLinear(ctx, blocks, c.buf.data_ptr(), c.buf.nbytes(), root);
+        c.writeBack();
+      },
+      ins);
 }
 
 }  // namespace distx

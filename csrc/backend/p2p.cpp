@@ -79,7 +79,7 @@ c10::intrusive_ptr<c10d::Work> P2PEngine::send(const at::Tensor& t, int dst, int
   op->user = t;
   op->buf = t.contiguous();
   op->timeout = timeout;
-  op->work = c10::make_intrusive<WorkDistx>(transport_.rank(), op->type, 0, nullptr,
+  op->work = c10::make_intrusive<WorkDistx>(transport_.rank(), op->type, 0, profilingTitle("send"),
                                             std::vector<at::Tensor>{t});
   try {
     op->req = transport_.send(dst, tag::makeP2P(pgTag_, transport_.rank(), userTag),
@@ -102,7 +102,8 @@ c10::intrusive_ptr<c10d::Work> P2PEngine::recv(const at::Tensor& t, int src, int
                 ? t
                 : at::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::Contiguous));
   op->timeout = timeout;
-  op->work = c10::make_intrusive<WorkDistx>(transport_.rank(), op->type, 0, nullptr,
+  op->work = c10::make_intrusive<WorkDistx>(transport_.rank(), op->type, 0,
+                                            profilingTitle(src < 0 ? "recvAnySource" : "recv"),
                                             std::vector<at::Tensor>{t});
   try {
     if (src < 0) {
@@ -211,7 +212,7 @@ void P2PEngine::loop() {
         }
         if (!done && now >= op.deadline) {
           done = true;
-          error = errorFor(op, detail::concat("timed out after ", op.timeout.count(),
+          error = errorFor(op, detail::concat("Timed out after ", op.timeout.count(),
                                               " ms (the peer never posted the matching op, "
                                               "is slow, or died)"));
         }

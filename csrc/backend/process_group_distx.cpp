@@ -99,12 +99,13 @@ std::string ProcessGroupDistx::prefix(const char* opName, uint32_t seq) const {
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, const char* opName,
                                                           std::chrono::milliseconds timeout,
-                                                          std::vector<at::Tensor> outputs,
-                                                          Job job) {
+                                                          std::vector<at::Tensor> outputs, Job job,
+                                                          std::vector<at::Tensor> inputs) {
   std::unique_lock<std::mutex> lock(mu_);
   TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
   const uint64_t seq = ++seq_;
-  auto work = c10::make_intrusive<WorkDistx>(rank_, type, seq, nullptr, std::move(outputs));
+  auto work = c10::make_intrusive<WorkDistx>(rank_, type, seq, profilingTitle(opName),
+                                             std::move(outputs), std::move(inputs));
   OpSignature sig = debugChecks_ ? makeSignature(type, opName, work->result()) : OpSignature{};
   queue_.push_back({work, std::move(job), static_cast<uint32_t>(seq), opName,
                     effectiveTimeout(timeout, timeout_), sig});

@@ -103,6 +103,10 @@ class ProcessGroupDistx final : public c10d::Backend {
 
   void setTimeout(std::chrono::milliseconds timeout) override;
   uint64_t getSequenceNumberForGroup() override;
+  // Every rank's counter starts at 0 when the group is created, so there is
+  // nothing to agree on (torch's debug wrapper for TORCH_DISTRIBUTED_DEBUG=DETAIL
+  // calls this when it wraps a group).
+  void setSequenceNumberForGroup() override {}
   void shutdown() override;
   void abort() override;
 
@@ -117,9 +121,12 @@ class ProcessGroupDistx final : public c10d::Backend {
     OpSignature signature;  // compared across ranks when debug checks are on
   };
 
+  // Queues `job` for the worker thread. `outputs` become the Work's result;
+  // `inputs` (default: `outputs`) are what the profiler records for the op.
   c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, const char* opName,
                                          std::chrono::milliseconds timeout,
-                                         std::vector<at::Tensor> outputs, Job job);
+                                         std::vector<at::Tensor> outputs, Job job,
+                                         std::vector<at::Tensor> inputs = {});
   void workerLoop();
   void run(Queued& q);
   std::string prefix(const char* opName, uint32_t seq) const;

@@ -1,14 +1,49 @@
 #include "backend/work.hpp"
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <mutex>
+#include <string>
 #include <thread>
+#include <unordered_map>
 
 namespace distx {
 
+const char* profilingTitle(const char* opName) {
+  // c10d::Work hands the title to a RecordFunction that may outlive the call,
+  // so titles are interned: the map's nodes are never freed or moved.
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::string> titles;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = titles.find(opName);
+  if (it == titles.end()) {
+    std::string name = opName;
+    const std::string suffix = "_coalesced";
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      name.resize(name.size() - suffix.size());
+    it = titles.emplace(opName, "distx:" + name).first;
+  }
+  return it->second.c_str();
+}
+
+namespace {
+
+std::vector<at::Tensor> profiled(const std::vector<at::Tensor>& outputs,
+                                 std::vector<at::Tensor> inputs) {
+  if (inputs.empty()) inputs = outputs;
+  for (auto& t : inputs)
+    if (t.defined() && t.is_complex()) t = at::view_as_real(t);
+  return inputs;
+}
+
+}  // namespace
+
 WorkDistx::WorkDistx(int rank, c10d::OpType opType, uint64_t seq, const char* profilingTitle,
-                     std::vector<at::Tensor> outputs)
-    : c10d::Work(rank, opType, profilingTitle, std::optional<std::vector<at::Tensor>>(outputs)),
+                     std::vector<at::Tensor> outputs, std::vector<at::Tensor> inputs)
+    : c10d::Work(rank, opType, profilingTitle,
+                 std::optional<std::vector<at::Tensor>>(profiled(outputs, std::move(inputs)))),
       seq_(seq),
       outputs_(std::move(outputs)),
       future_(

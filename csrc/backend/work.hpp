@@ -11,10 +11,17 @@
 
 namespace distx {
 
+// The profiler event name of an op: "distx:<opName>", with a "_coalesced"
+// suffix dropped so the names match gloo's ("gloo:all_reduce" for both).
+// The returned pointer stays valid for the life of the process.
+const char* profilingTitle(const char* opName);
+
 class WorkDistx final : public c10d::Work {
  public:
+  // `inputs` (default: `outputs`) are the tensors a profiler event records;
+  // complex ones are recorded as their real views, as Gloo does.
   WorkDistx(int rank, c10d::OpType opType, uint64_t seq, const char* profilingTitle,
-            std::vector<at::Tensor> outputs);
+            std::vector<at::Tensor> outputs, std::vector<at::Tensor> inputs = {});
 
   std::vector<at::Tensor> result() override { return outputs_; }
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override {
