@@ -6,7 +6,11 @@
 // otherwise it reports the first. Only when everyone arrived does it release
 // the others with a 1-byte reply; a rank that gets no reply fails too (rank 0
 // failed, or it was itself too late). Runs in issue order on the worker
-// thread like any collective; the caller blocks, as with Gloo.
+// thread like any collective; the caller blocks, as with Gloo. The messages
+// follow Gloo's wording ("Rank 1 failed to pass monitoredBarrier in 2000 ms",
+// "Rank 0 timed out in monitoredBarrier ...", "Rank 2 successfully reached
+// monitoredBarrier, but received errors while waiting for send/recv from rank
+// 0 ...") so tools and tests that match them work on both.
 //
 // torch's Python dist.monitored_barrier refuses every backend but Gloo before
 // reaching here; ProcessGroup.monitored_barrier(timeout, wait_all_ranks)
@@ -43,12 +47,14 @@ void ProcessGroupDistx::monitoredBarrier(const c10d::BarrierOptions& opts, bool 
           try {
             ctx.wait(*sreq, "monitored_barrier send to", 0);
             ctx.wait(*rreq, "monitored_barrier release from", 0);
-          } catch (const Timeout&) {
+          } catch (const Error& e) {
             C10_THROW_ERROR(
                 DistBackendError,
-                detail::concat("Rank ", ctx.rank(), " timed out in monitoredBarrier after ", ms,
-                               " ms waiting for rank 0 to release it (rank 0 "
-                               "found a rank missing, or failed itself)"));
+                detail::concat("Rank ", ctx.rank(),
+                               " successfully reached monitoredBarrier, but received errors while "
+                               "waiting for send/recv from rank 0 (rank 0 found a rank missing "
+                               "within ",
+                               ms, " ms, or failed itself): ", e.what()));
           }
           return;
         }
@@ -58,6 +64,13 @@ void ProcessGroupDistx::monitoredBarrier(const c10d::BarrierOptions& opts, bool 
           arrivals[r] = ctx.recv(r, kArriveSlot, &sink[r], 1);
         std::vector<int> missing;
         for (int r = 1; r < P; ++r) {
+          if (!waitAllRanks && Clock::now() >= ctx.deadline && !arrivals[r]->test()) {
+            // Rank 0 itself ran out of time before it could check rank r.
+            C10_THROW_ERROR(
+                DistBackendError,
+                detail::concat("Rank 0 timed out in monitoredBarrier after ", ms, " ms; ranks 1..",
+                               r - 1, " had arrived, rank ", r, " had not"));
+          }
           try {
             ctx.wait(*arrivals[r], "monitored_barrier arrival of", r);
           } catch (const Timeout&) {

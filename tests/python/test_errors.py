@@ -229,8 +229,8 @@ def test_rank_that_never_joins_fails_the_others_in_time(async_op: bool) -> None:
         name, is_dist_backend_error, msg = out["error"]
         assert is_dist_backend_error, f"rank {rank}: raised {name}, not DistBackendError: {msg}"
         assert TIMEOUT_S - 0.5 <= out["elapsed"] <= TIMEOUT_S + 5, f"rank {rank}: failed after {out['elapsed']:.1f}s"
-        # "[distx rank 0/3 pg 0 all_reduce seq 4] timed out waiting for recv from rank 2 after 3000 ms ..."
-        for fragment in (f"rank {rank}/{ws}", "all_reduce", f"seq {out['seq']}", "timed out", "3000 ms"):
+        # "[distx rank 0/3 pg 0 all_reduce seq 4] Timed out waiting for recv from rank 2 after 3000 ms ..."
+        for fragment in (f"rank {rank}/{ws}", "all_reduce", f"seq {out['seq']}", "Timed out", "3000 ms"):
             assert fragment in msg, f"rank {rank}: message lacks {fragment!r}: {msg!r}"
         peers = {int(p) for p in re.findall(r"from rank (\d+)", msg)}
         assert peers and rank not in peers, f"rank {rank}: message names no peer: {msg!r}"

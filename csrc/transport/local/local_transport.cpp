@@ -133,7 +133,7 @@ void LocalTransport::wait(Request& req, Deadline deadline, const std::string& wh
       throw PeerFailure(detail::concat("peer rank ", state->peer, " failed (", what, ")"));
     }
     if (fabric_->cv_.wait_until(lock, deadline) == std::cv_status::timeout && !state->done) {
-      throw Timeout(detail::concat("timed out ", what));
+      throw Timeout(detail::concat("Timed out ", what));
     }
   }
 }

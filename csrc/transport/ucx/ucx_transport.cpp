@@ -258,7 +258,7 @@ void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what
   while (!req.test()) {
     if (aborted_.load(std::memory_order_acquire))
       throw PeerFailure(abortReason_ + " (while waiting: " + what + ")");
-    if (Clock::now() >= deadline) throw Timeout("timed out waiting for " + what);
+    if (Clock::now() >= deadline) throw Timeout("Timed out waiting for " + what);
     cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(10)));
   }
 }
