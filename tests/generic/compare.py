@@ -4,10 +4,15 @@ passes on gloo but not on distx.
 
     python tests/generic/compare.py [-k PATTERN] [--world-size 2] [--json out.json]
 
-Exit status is non-zero when a test that passes on gloo fails on distx and is
-not listed in known_failures.txt (one test name per line, '#' comments give
-the reason). Tests the suite skips for every backend but gloo (by name) are
-listed apart: they cannot pass on any plugin backend without editing torch.
+Tests the suite skips for every backend but gloo (it gates them by name, e.g.
+"Only gloo backend supports timeouts") are then run again in alias mode
+(run_suite.py with BACKEND=gloo DISTX_AS_GLOO=1): the gates see "gloo", every
+process group is created as distx, and the shim checks that each one really
+is distx. Their outcome is the "distx as gloo" column.
+
+Exit status is non-zero when a test that passes on gloo fails on distx (in
+either mode) and is not listed in known_failures.txt (one test name per line,
+'#' comments give the reason).
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import xml.etree.ElementTree as ET
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(backend: str, pattern: str | None, world_size: int, timeout: int) -> dict[str, str]:
+def run(backend: str, pattern: str | None, world_size: int, timeout: int, alias: bool = False) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         xml = os.path.join(tmp, "junit.xml")
         env = dict(os.environ, BACKEND=backend, WORLD_SIZE=str(world_size), TEMP_DIR=tmp)
+        if alias:
+            env.update(BACKEND="gloo", DISTX_AS_GLOO="1")
         cmd = [sys.executable, "-m", "pytest", os.path.join(HERE, "run_suite.py"), "-q", "-p", "no:cacheprovider",
                f"--junitxml={xml}", f"--timeout={timeout}", "-o", "addopts="]
         if pattern:
@@ -83,17 +90,24 @@ def main() -> int:
         counts = {k: sum(1 for v in res.values() if v == k) for k in ("passed", "skipped", "failed")}
         print(f"  {b:6s} passed {counts['passed']:4d}  skipped {counts['skipped']:4d}  failed {counts['failed']:4d}")
     known = known_failures()
-    regressions, explained, gated = [], [], []
+    gated = sorted(name for name, outcome in results["gloo"].items()
+                   if outcome == "passed" and results["distx"].get(name) == "skipped")
+    if gated:
+        results["distx as gloo"] = run("distx", " or ".join(gated), args.world_size, args.timeout, alias=True)
+        res = results["distx as gloo"]
+        counts = {k: sum(1 for v in res.values() if v == k) for k in ("passed", "skipped", "failed")}
+        print(f"  distx as gloo (the {len(gated)} tests gated to gloo by name): passed {counts['passed']}"
+              f"  skipped {counts['skipped']}  failed {counts['failed']}")
+    regressions, explained = [], []
     for name, outcome in sorted(results["gloo"].items()):
-        other = results["distx"].get(name)
-        if outcome != "passed" or other == "passed":
+        if outcome != "passed":
             continue
-        if other == "skipped":
-            gated.append(name)  # the suite itself restricts it (e.g. "Only gloo backend supports timeouts")
-        else:
-            (explained if name in known else regressions).append(name)
-    for name in gated:
-        print(f"  skipped on distx by the suite's own backend gate: {name}")
+        other = results["distx"].get(name)
+        if other == "skipped" and name in gated:
+            other = results["distx as gloo"].get(name)
+        if other == "passed":
+            continue
+        (explained if name in known else regressions).append(name)
     for name in explained:
         print(f"  known distx failure: {name}: {known[name]}")
     for name in regressions:
