@@ -46,7 +46,7 @@ $(BUILD_STAMP): $(VENV)/.ready $(SOURCES)
 build: deps venv $(BUILD_STAMP)
 
 demo: build
-	$(VPY) -m torch.distributed.run --nproc-per-node=2 examples/ddp_train.py
+	$(VPY) -m torch.distributed.run --standalone --nproc-per-node=2 examples/ddp_train.py
 
 $(CPP_BUILD)/build.ninja: tests/cpp/CMakeLists.txt
 	cmake -S tests/cpp -B $(CPP_BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) >/dev/null
