@@ -25,6 +25,8 @@ void runAllreduce(CollectiveContext& ctx, at::Tensor& buf, const ReduceSpec& spe
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce(std::vector<at::Tensor>& tensors,
                                                             const c10d::AllreduceOptions& opts) {
+  if (tensors.size() == 1 && tensors[0].defined() && tensors[0].is_sparse())
+    return allreduceSparse(tensors[0], opts);  // Note [Sparse all-reduce]
   const at::Tensor& t = singleTensor(tensors, "all_reduce");
   const ReduceSpec spec = toReduceOp(opts.reduceOp, t.scalar_type(), "all_reduce");
   return enqueue(c10d::OpType::ALLREDUCE, "all_reduce", opts.timeout, {t},

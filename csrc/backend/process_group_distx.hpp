@@ -132,6 +132,9 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::string prefix(const char* opName, uint32_t seq) const;
   void stopWorker(bool drain);
   void onPeerDeath(int deadRank, const std::string& how);
+  // collectives_sparse.cpp (Note [Sparse all-reduce]): allreduce of one sparse COO tensor.
+  c10::intrusive_ptr<c10d::Work> allreduceSparse(const at::Tensor& t,
+                                                 const c10d::AllreduceOptions& opts);
 
   const std::string groupName_;
   const uint32_t pgTag_;

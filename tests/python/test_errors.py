@@ -64,8 +64,12 @@ def _bad_calls(ws: int) -> dict:
             ValueError, ["distx all_reduce_coalesced", "meta"],
             lambda: b().allreduce_coalesced([_ones(3), _ones(2, device="meta")]).wait()),
         # layout
-        "layout-sparse": (ValueError, ["distx all_reduce", "dense", "Sparse"],
-                          lambda: dist.all_reduce(_ones(3).to_sparse())),
+        # sparse COO all_reduce is supported for SUM only (tests/python/test_sparse.py)
+        "layout-sparse-all_reduce-MAX": (TypeError, ["distx all_reduce", "ReduceOp.MAX", "SUM"],
+                                         lambda: dist.all_reduce(_ones(3).to_sparse(), op=R.MAX)),
+        # (torch's dispatcher has no SparseCPU kernel for the other collectives; call distx directly)
+        "layout-sparse-broadcast": (ValueError, ["distx broadcast", "dense", "Sparse"],
+                                    lambda: b().broadcast([_ones(3).to_sparse()], BroadcastOptions()).wait()),
         # mismatched dtypes in a list. The public dist.all_gather checks dtypes itself
         # first (a ValueError from torch); distx's own check answers calls that reach it.
         "dtype-all_gather-output-list": (
