@@ -41,7 +41,7 @@ if os.environ.get("DISTX_AS_GLOO") == "1":
     # distx.
     import torch.distributed as dist
 
-    import torch_distx  # noqa: F401
+    import torch_distx
 
     _real_init, _real_new_group, _real_get_backend = dist.init_process_group, dist.new_group, dist.get_backend
 

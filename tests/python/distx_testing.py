@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 __all__ = [
+    "CaseTable",
     "RankFailed",
     "RankHung",
     "RankResult",
@@ -309,3 +310,70 @@ def run_ranks(fn: Callable, world_size: int, *args: Any, **kwargs: Any) -> list[
         cls = RankHung if any(r.hung for r in bad) else RankFailed
         raise cls("\n".join(lines), results)
     return [r.value for r in results]
+
+
+# ------------------------------------------------------------- case tables
+
+def _run_case_table(rank: int, world_size: int, cases: Callable, isolate: bool) -> dict[str, str | None]:
+    """In every rank: runs each case(rank, world_size, gloo_group) of
+    cases(world_size) and returns {name: None or "ExcType: message"}."""
+    import warnings
+
+    import pytest
+    import torch.distributed as dist
+
+    warnings.simplefilter("ignore", FutureWarning)  # all_gather_into_tensor & co. deprecation notes
+    warnings.simplefilter("ignore", UserWarning)
+    gloo = dist.new_group(backend="gloo")
+    outcome: dict[str, str | None] = {}
+    for name, case in cases(world_size).items():
+        try:
+            case(rank, world_size, gloo)
+            outcome[name] = None
+        except (Exception, pytest.fail.Exception) as e:  # noqa: BLE001  (pytest.raises fails with the latter)
+            outcome[name] = f"{type(e).__name__}: {e}"
+            if not isolate and isinstance(e, dist.DistBackendError):
+                raise  # the group is broken now; stop here
+        if isolate:
+            dist.barrier(group=gloo)  # a failed case must not leak messages into the next
+    return outcome
+
+
+class CaseTable:
+    """Many small cases run in one world per world size, each reported as its
+    own pytest test:
+
+        TABLE = CaseTable(cases, timeout=150, pg_timeout=60)   # cases(ws) -> {name: fn}
+        @pytest.mark.parametrize("ws,name", TABLE.params(WORLD_SIZES))
+        def test_x(ws, name):
+            TABLE.check(ws, name)
+
+    The world of a size starts on its first test and its outcome is kept, so
+    one spawn serves every case. ``isolate=True`` keeps going after a case
+    fails with a DistBackendError and puts a gloo barrier between cases;
+    otherwise such a failure ends the world (the group is broken).
+    Keyword arguments go to run_ranks (e.g. store="tcp")."""
+
+    def __init__(self, cases: Callable, isolate: bool = False, **run_kwargs: Any):
+        self.cases, self.isolate, self.run_kwargs = cases, isolate, run_kwargs
+        self._worlds: dict[int, Any] = {}
+
+    def params(self, world_sizes: Sequence[int]) -> list:
+        import pytest
+
+        return [pytest.param(ws, name, id=f"P{ws}-{name}") for ws in world_sizes for name in self.cases(ws)]
+
+    def check(self, ws: int, name: str) -> None:
+        import pytest
+
+        __tracebackhide__ = True
+        if ws not in self._worlds:
+            try:
+                self._worlds[ws] = run_ranks(_run_case_table, ws, self.cases, self.isolate, **self.run_kwargs)
+            except AssertionError as e:
+                self._worlds[ws] = e
+        out = self._worlds[ws]
+        if isinstance(out, AssertionError):
+            pytest.fail(f"the {ws}-rank world failed:\n{out}", pytrace=False)
+        errors = {r: per_rank[name] for r, per_rank in enumerate(out) if per_rank.get(name)}
+        assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())

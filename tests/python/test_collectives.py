@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import functools
 import time
-import warnings
 from typing import Callable
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from distx_testing import current_store, run_ranks
+from distx_testing import CaseTable, current_store, run_ranks
 
 WORLD_SIZES = (2, 3, 4)
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32, torch.int64)
@@ -546,48 +545,15 @@ def cases(ws: int) -> dict[str, Case]:
     return c
 
 
-def _run_all_cases(rank: int, ws: int) -> dict[str, str | None]:
-    """Runs in every rank: each case's failure message, or None."""
-    warnings.simplefilter("ignore", FutureWarning)  # all_gather_into_tensor / coalesced deprecation notes
-    gloo = dist.new_group(backend="gloo")
-    outcome: dict[str, str | None] = {}
-    for name, case in cases(ws).items():
-        try:
-            case(rank, ws, gloo)
-            outcome[name] = None
-        except Exception as e:  # noqa: BLE001
-            outcome[name] = f"{type(e).__name__}: {e}"
-            if isinstance(e, dist.DistBackendError):
-                raise  # the group is broken now; stop here
-    return outcome
-
-
-_WORLDS: dict[int, object] = {}
-
-
-def _world(ws: int) -> list[dict[str, str | None]]:
-    if ws not in _WORLDS:
-        try:
-            # rendezvous: FileStore, and a TCPStore for the 3-rank world (both kinds torch uses)
-            _WORLDS[ws] = run_ranks(_run_all_cases, ws, timeout=150, pg_timeout=60,
-                                    store="tcp" if ws == 3 else "file")
-        except AssertionError as e:
-            _WORLDS[ws] = e
-    out = _WORLDS[ws]
-    if isinstance(out, AssertionError):
-        pytest.fail(f"the {ws}-rank world failed:\n{out}", pytrace=False)
-    return out
-
-
+# rendezvous: FileStore, and a TCPStore for the 3-rank world (both kinds torch uses)
+_TABLES = {store: CaseTable(cases, timeout=150, pg_timeout=60, store=store) for store in ("file", "tcp")}
 _PARAMS = [pytest.param(ws, name, id=f"P{ws}-{name}") for ws in WORLD_SIZES for name in cases(ws)]
 
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("ws,name", _PARAMS)
 def test_collective_matches_gloo(ws: int, name: str) -> None:
-    per_rank = _world(ws)
-    errors = {r: out[name] for r, out in enumerate(per_rank) if out.get(name)}
-    assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())
+    _TABLES["tcp" if ws == 3 else "file"].check(ws, name)
 
 
 def _odd_chunks_worker(rank: int, ws: int) -> list:

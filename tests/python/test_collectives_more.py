@@ -15,7 +15,6 @@ test_p2p_groups.py.
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import pytest
@@ -23,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from distx_oracle import check, gloo_reduced, reduce_op, reference, values
-from distx_testing import run_ranks
+from distx_testing import CaseTable, run_ranks
 
 WORLD_SIZES = (2, 3, 4)
 PRIME = 101
@@ -294,45 +293,14 @@ def cases(ws: int) -> dict[str, Case]:
     return c
 
 
-def _run_all_cases(rank: int, ws: int) -> dict[str, str | None]:
-    warnings.simplefilter("ignore", FutureWarning)  # reduce_scatter_tensor & co. deprecation notes
-    gloo = dist.new_group(backend="gloo")
-    outcome: dict[str, str | None] = {}
-    for name, case in cases(ws).items():
-        try:
-            case(rank, ws, gloo)
-            outcome[name] = None
-        except Exception as e:  # noqa: BLE001
-            outcome[name] = f"{type(e).__name__}: {e}"
-            if isinstance(e, dist.DistBackendError):
-                raise  # the group is broken now; stop here
-    return outcome
-
-
-_WORLDS: dict[int, object] = {}
-
-
-def _world(ws: int) -> list[dict[str, str | None]]:
-    if ws not in _WORLDS:
-        try:
-            _WORLDS[ws] = run_ranks(_run_all_cases, ws, timeout=150, pg_timeout=60)
-        except AssertionError as e:
-            _WORLDS[ws] = e
-    out = _WORLDS[ws]
-    if isinstance(out, AssertionError):
-        pytest.fail(f"the {ws}-rank world failed:\n{out}", pytrace=False)
-    return out
-
-
-_PARAMS = [pytest.param(ws, name, id=f"P{ws}-{name}") for ws in WORLD_SIZES for name in cases(ws)]
+_TABLE = CaseTable(cases, timeout=150, pg_timeout=60)
+_PARAMS = _TABLE.params(WORLD_SIZES)
 
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize("ws,name", _PARAMS)
 def test_collective_matches_gloo(ws: int, name: str) -> None:
-    per_rank = _world(ws)
-    errors = {r: out[name] for r, out in enumerate(per_rank) if out.get(name)}
-    assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())
+    _TABLE.check(ws, name)
 
 
 def _forced_algorithm(rank: int, ws: int) -> list[str]:

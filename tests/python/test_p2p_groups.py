@@ -18,7 +18,6 @@ import os
 import signal
 import threading
 import time
-import warnings
 from typing import Callable
 
 import pytest
@@ -26,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from distx_oracle import check, reference, values
-from distx_testing import run_ranks, run_ranks_raw
+from distx_testing import CaseTable, run_ranks_raw
 
 WORLD_SIZES = (2, 3, 4)
 Case = Callable[[int, int, object], None]
@@ -319,47 +318,14 @@ def cases(ws: int) -> dict[str, Case]:
     }
 
 
-def _run_all_cases(rank: int, ws: int) -> dict[str, str | None]:
-    warnings.simplefilter("ignore", FutureWarning)
-    warnings.simplefilter("ignore", UserWarning)
-    gloo = dist.new_group(backend="gloo")
-    outcome: dict[str, str | None] = {}
-    for name, case in cases(ws).items():
-        try:
-            case(rank, ws, gloo)
-            outcome[name] = None
-        except (Exception, pytest.fail.Exception) as e:  # noqa: BLE001  (pytest.raises fails with the latter)
-            outcome[name] = f"{type(e).__name__}: {e}"
-        dist.barrier(group=gloo)  # a failed case must not leak messages into the next
-    return outcome
-
-
-_WORLDS: dict[int, object] = {}
-
-
-def _world(ws: int) -> list[dict[str, str | None]]:
-    if ws not in _WORLDS:
-        try:
-            _WORLDS[ws] = run_ranks(_run_all_cases, ws, timeout=120, pg_timeout=30,
-                                    store="tcp" if ws == 3 else "file")
-        except AssertionError as e:
-            _WORLDS[ws] = e
-    out = _WORLDS[ws]
-    if isinstance(out, AssertionError):
-        pytest.fail(f"the {ws}-rank world failed:\n{out}", pytrace=False)
-    return out
-
-
-_PARAMS = [pytest.param(ws, name, id=f"P{ws}-{name}")
-           for ws in WORLD_SIZES for name in cases(ws)]
+_TABLES = {store: CaseTable(cases, isolate=True, timeout=120, pg_timeout=30, store=store) for store in ("file", "tcp")}
+_PARAMS = [pytest.param(ws, name, id=f"P{ws}-{name}") for ws in WORLD_SIZES for name in cases(ws)]
 
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("ws,name", _PARAMS)
 def test_p2p_and_groups(ws: int, name: str) -> None:
-    per_rank = _world(ws)
-    errors = {r: out[name] for r, out in enumerate(per_rank) if out.get(name)}
-    assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())
+    _TABLES["tcp" if ws == 3 else "file"].check(ws, name)
 
 
 def _dead_peer_worker(rank: int, ws: int) -> object:
