@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 
 #include "algorithms/select.h"
+#include "backend/allgather_packed.hpp"
 #include "backend/contig.hpp"
 #include "backend/process_group_distx.hpp"
 #include "backend/tensor_checks.hpp"
@@ -178,31 +179,17 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
   }
   const std::vector<at::Tensor> ins = inputs;
   const auto outs = outputLists;
-  const int r = rank_, P = size_;
   // One ring all-gather over the byte-concatenation of every input.
   return enqueue(
       c10d::OpType::ALLGATHER_COALESCED, op, opts.timeout, flatOuts,
-      [ins, outs, r, P](CollectiveContext& ctx) {
-        int64_t block = 0;
-        for (const auto& t : ins)
-          block += static_cast<int64_t>(t.nbytes());
-        at::Tensor buf = at::empty({block * P}, at::kByte);
-        int64_t off = r * block;
-        for (const auto& t : ins) {
-          buf.narrow(0, off, t.nbytes()).copy_(t.contiguous().view({-1}).view(at::kByte));
-          off += t.nbytes();
-        }
-        std::vector<void*> blocks;
-        for (int i = 0; i < P; ++i)
-          blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
-        allgatherRing(ctx, blocks, static_cast<size_t>(block));
-        for (int src = 0; src < P; ++src) {
-          off = src * block;
+      [ins, outs](CollectiveContext& ctx) {
+        const PackedBlocks packed = allgatherPacked(ctx, ins);
+        for (int src = 0; src < ctx.size(); ++src) {
+          int64_t pos = 0;
           for (size_t i = 0; i < ins.size(); ++i) {
             const int64_t n = ins[i].nbytes();
-            at::Tensor part = buf.narrow(0, off, n).view(ins[i].scalar_type()).view(ins[i].sizes());
-            outs[src][i].copy_(part);
-            off += n;
+            copyBytesInto(outs[src][i], packed.bytes(src, pos, n));
+            pos += n;
           }
         }
       },

@@ -9,6 +9,7 @@
 
 #include <map>
 
+#include "backend/allgather_packed.hpp"
 #include "backend/contig.hpp"
 #include "backend/process_group_distx.hpp"
 #include "backend/tensor_checks.hpp"
@@ -150,37 +151,19 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_into_tensor_coalesce
                       " elements, expected world size x input = ", inputs[i].numel() * size_);
   }
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
-  const int P = size_, r = rank_;
   // One ring all-gather over the byte-concatenation of every input.
   return enqueue(
       c10d::OpType::COALESCED, op, opts.timeout, outs,
-      [ins, outs, P, r](CollectiveContext& ctx) {
-        int64_t block = 0;
-        for (const auto& t : ins)
-          block += static_cast<int64_t>(t.nbytes());
-        at::Tensor buf = at::empty({block * P}, at::kByte);
-        int64_t off = r * block;
-        for (const auto& t : ins) {
-          const int64_t n = t.nbytes();
-          if (n) buf.narrow(0, off, n).copy_(flatContiguous(t).view(at::kByte));
-          off += n;
-        }
-        std::vector<void*> blocks;
-        for (int i = 0; i < P; ++i) {
-          blocks.push_back(static_cast<uint8_t*>(buf.data_ptr()) + i * block);
-        }
-        allgatherRing(ctx, blocks, static_cast<size_t>(block));
+      [ins, outs](CollectiveContext& ctx) {
+        const PackedBlocks packed = allgatherPacked(ctx, ins);
         int64_t pos = 0;  // input i's offset inside a block
         for (size_t i = 0; i < ins.size(); ++i) {
           const int64_t nb = ins[i].nbytes();
           if (nb > 0) {
-            // Byte views: offsets inside a block need not be aligned
-            // to the element size when dtypes are mixed.
             Contig c(outs[i]);
             at::Tensor dst = c.buf.view({-1}).view(at::kByte);
-            for (int src = 0; src < P; ++src) {
-              dst.narrow(0, src * nb, nb).copy_(buf.narrow(0, src * block + pos, nb));
-            }
+            for (int src = 0; src < ctx.size(); ++src)
+              dst.narrow(0, src * nb, nb).copy_(packed.bytes(src, pos, nb));
             c.writeBack();
           }
           pos += nb;

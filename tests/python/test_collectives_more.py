@@ -127,6 +127,29 @@ def _all_gather_coalesced_case(rank: int, ws: int, gloo) -> None:
             check(o, g, f"tensor {j} vs gloo")
 
 
+def _all_gather_coalesced_list_case(rank: int, ws: int, gloo) -> None:
+    """all_gather_coalesced (list form) with mixed element sizes and a strided
+    output: packed into one byte block per rank like the tensor form. torch's
+    dist.all_gather_coalesced refuses mixed dtypes, so the backend is called
+    directly; then the public call with one dtype."""
+    specs = [(torch.int8, 3), (torch.float32, (2, 5)), (torch.float64, 1), (torch.int16, PRIME)]
+    ins = [values(dt, "SUM", int(torch.Size(n if isinstance(n, tuple) else (n,)).numel()), rank, salt=j)
+           .view(n if isinstance(n, tuple) else (n,)) for j, (dt, n) in enumerate(specs)]
+    outs = [[torch.empty_like(t) for t in ins] for _ in range(ws)]
+    outs[0][1] = torch.zeros(5, 2).t()  # a strided output
+    dist.group.WORLD._get_backend(torch.device("cpu")).allgather_coalesced(outs, ins).wait()
+    for src in range(ws):
+        for j, (dt, n) in enumerate(specs):
+            want = values(dt, "SUM", ins[j].numel(), src, salt=j).view(ins[j].shape)
+            check(outs[src][j], want, f"rank {src}'s tensor {j}")
+    same = [torch.full((3,), float(rank)), torch.full((2, 2), float(rank) + 0.5)]
+    got = [[torch.empty_like(t) for t in same] for _ in range(ws)]
+    dist.all_gather_coalesced(got, same)
+    for src in range(ws):
+        check(got[src][0], torch.full((3,), float(src)), f"public call, rank {src}'s tensor 0")
+        check(got[src][1], torch.full((2, 2), float(src) + 0.5), f"public call, rank {src}'s tensor 1")
+
+
 def _all_to_all_single_case(dtype: torch.dtype, uneven: bool, rows: int) -> Case:
     """Equal splits or uneven ones (zeros included), rows of `rows` elements."""
     def run(rank: int, ws: int, gloo) -> None:
@@ -277,6 +300,7 @@ def cases(ws: int) -> dict[str, Case]:
     for op in ("SUM", "AVG", "PREMUL_SUM"):
         c[f"reduce_scatter_tensor_coalesced-{op}"] = _reduce_scatter_coalesced_case(op)
     c["all_gather_into_tensor_coalesced"] = _all_gather_coalesced_case
+    c["all_gather_coalesced_list"] = _all_gather_coalesced_list_case
     for dt in (torch.float32, torch.float16, torch.int8, torch.int16, torch.int64, torch.bool, torch.complex128):
         for uneven in (False, True):
             c[f"all_to_all_single-{_dt(dt)}-{'splits' if uneven else 'equal'}"] = _all_to_all_single_case(dt, uneven, 3)
