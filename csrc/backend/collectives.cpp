@@ -116,16 +116,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(
             outs[i].copy_(buf.narrow(0, i * n, n).view(outs[i].sizes()));
           return;
         }
-        std::vector<Contig> cs;
-        std::vector<void*> blocks;
-        for (const auto& o : outs)
-          cs.emplace_back(o);
-        for (auto& c : cs)
-          blocks.push_back(c.buf.data_ptr());
-        cs[r].buf.view({-1}).copy_(in.reshape({-1}));
-        allgatherRing(ctx, blocks, in.nbytes());
-        for (auto& c : cs)
-          c.writeBack();
+        ContigList cs(outs);
+        cs.items[r].buf.view({-1}).copy_(in.reshape({-1}));
+        allgatherRing(ctx, cs.blocks, in.nbytes());
+        cs.writeBack();
       },
       {in});
 }

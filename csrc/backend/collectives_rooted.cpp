@@ -70,15 +70,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::gather(
   return enqueue(c10d::OpType::GATHER, op, opts.timeout, outs,
                  [in, outs, root](CollectiveContext& ctx) {
                    const at::Tensor src = in.contiguous();
-                   std::vector<Contig> cs;
-                   std::vector<void*> blocks;
-                   for (const auto& o : outs)
-                     cs.emplace_back(o);
-                   for (auto& c : cs)
-                     blocks.push_back(c.buf.data_ptr());
-                   gatherLinear(ctx, src.data_ptr(), src.nbytes(), blocks, root);
-                   for (auto& c : cs)
-                     c.writeBack();
+                   ContigList cs(outs);
+                   gatherLinear(ctx, src.data_ptr(), src.nbytes(), cs.blocks, root);
+                   cs.writeBack();
                  },
                  {in});
 }

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace distx {
 
 // A contiguous tensor to work on: `user` itself, or a copy written back later.
@@ -13,6 +15,24 @@ struct Contig {
   explicit Contig(const at::Tensor& t) : user(t), buf(t.is_contiguous() ? t : t.contiguous()) {}
   void writeBack() {
     if (!buf.is_same(user)) user.copy_(buf);
+  }
+};
+
+// Contig for each tensor of a list, with the staging buffers' data pointers
+// (the per-rank blocks the algorithms take).
+struct ContigList {
+  std::vector<Contig> items;
+  std::vector<void*> blocks;
+  explicit ContigList(const std::vector<at::Tensor>& ts) {
+    items.reserve(ts.size());
+    for (const auto& t : ts) {
+      items.emplace_back(t);
+      blocks.push_back(items.back().buf.data_ptr());
+    }
+  }
+  void writeBack() {
+    for (auto& c : items)
+      c.writeBack();
   }
 };
 
