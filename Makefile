@@ -14,7 +14,7 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv build demo test test-cpp test-py test-generic test-long test-asan check-cuda-build bench format clean
+.PHONY: all deps venv build demo test test-cpp test-py test-generic test-multihost test-long test-asan check-cuda-build bench bench-multihost format clean
 
 # A short selection of PyTorch's generic distributed suite for `make test` (the
 # tests in it that the suite gates to gloo by name also run in alias mode, see
@@ -63,7 +63,12 @@ test-py: build
 test-generic: build
 	$(VPY) tests/generic/compare.py -k "$(GENERIC_K)" --gloo-json tests/generic/gloo_baseline.json
 
-test: test-cpp test-py test-generic check-cuda-build
+# distx across simulated hosts: network namespaces with throttled links
+# (tests/multihost/testbed.py). Needs root and ip/tc/unshare; skipped otherwise.
+test-multihost: build
+	$(VPY) -m pytest tests/multihost -q
+
+test: test-cpp test-py test-generic test-multihost check-cuda-build
 
 # Compiles the whole extension, CUDA sources included, against the CUDA build
 # of torch 2.14.1 with nvcc, so the GPU path and newer torch headers cannot rot
@@ -94,6 +99,11 @@ test-asan: deps venv
 
 bench: build
 	$(VPY) -m torch_distx.bench allreduce --nproc 2
+
+# Hierarchical vs flat ring vs gloo across simulated hosts (root; ~10 min).
+bench-multihost: build
+	@$(VPY) -c "import matplotlib" 2>/dev/null || $(VPY) -m pip install -q matplotlib
+	$(VPY) benchmarks/allreduce_multihost.py --json build/allreduce_multihost.json --plot build/allreduce_multihost.png
 
 format:
 	clang-format -i $$(find csrc tests/cpp -name '*.cpp' -o -name '*.h' -o -name '*.hpp' -o -name '*.cu')
