@@ -135,6 +135,11 @@ def main() -> None:
     res = allreduce(out_dir) if mode == "allreduce" else kill(out_dir, int(sys.argv[3]))
     with open(os.path.join(out_dir, f"rank{RANK}.json"), "w") as f:
         json.dump(res, f, default=str)
+    if res.get("error"):
+        # Fail as a training script would: torchrun then stops this host's job
+        # at once (a host whose workers all succeed waits up to 300 s at its
+        # exit barrier for the failed host).
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,8 @@ class Testbed:
     64 KiB; queue 20 ms) keep a TCP stream at ~95 % of the rate on the wire.
     """
 
+    __test__ = False  # not a pytest test class
+
     def __init__(self, hosts: int = 2, rate: str | None = "1gbit", *, prefix: str = DEFAULT_PREFIX,
                  mtu: int = 1500, burst: str | None = None, latency: str = "20ms") -> None:
         if not 1 <= hosts <= 200:
