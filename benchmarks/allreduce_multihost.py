@@ -170,7 +170,7 @@ def _plot(runs: list[dict], path: str) -> None:
         axes[1][j].set_ylabel("inter-node link utilisation (%)")
         axes[1][j].set_ylim(0, 110)
         axes[0][j].legend(fontsize=8)
-    fig.suptitle("all_reduce float32 on the multi-host testbed (median, min-max bars)")
+    fig.suptitle("all_reduce fp32, multi-host testbed", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
