@@ -25,8 +25,9 @@ if _build_info.UCX_FROM_WHEEL:  # built against the PyPI libucx wheel: load its 
 from . import _C  # noqa: E402
 from ._register import register  # noqa: E402
 from .monitored import monitored_barrier  # noqa: E402
+from ._topology import local_host, topology  # noqa: E402
 
-__all__ = ["monitored_barrier", "register", "ucx_version", "__version__"]
+__all__ = ["local_host", "monitored_barrier", "register", "topology", "ucx_version", "__version__"]
 __version__ = "0.1.0"
 
 

@@ -20,6 +20,9 @@ def main() -> int:
     print(f"  UCX             {torch_distx.ucx_version()} (build: {_build_info.UCX_SOURCE})")
     print(f"  CUDA sources    {'compiled' if _build_info.WITH_CUDA else 'not compiled (CPU torch)'}")
     print(f"  python          {sys.version.split()[0]}")
+    host = torch_distx.local_host()
+    source = "DISTX_HOSTID" if host["from_env"] else "hostname + boot_id"
+    print(f"  host            {host['hostname']} (host id {host['host_id']} from {source})")
     print("environment:")
     for name, default, help_text in _C.env_vars():
         value = os.environ.get(name)

@@ -8,4 +8,28 @@ uint8_t* CollectiveContext::scratchBytes(size_t bytes) {
   return scratch->data();
 }
 
+CollectiveContext CollectiveContext::narrow(const std::vector<int>& ranks,
+                                            uint32_t newPhase) const {
+  DISTX_CHECK(newPhase >= 1 && newPhase < tag::kMaxPhases && newPhase != phase, InvalidArgument,
+              "narrow: phase ", newPhase, " must be in 1..", tag::kMaxPhases - 1,
+              " and differ from the parent's ", phase);
+  CollectiveContext c = *this;  // pg, seq, deadline, chunkBytes, kind, stageScratch
+  c.topology = nullptr;         // the group's map does not describe the subset
+  c.members.clear();
+  c.subRank = -1;
+  c.scratch =
+      stageScratch && stageScratch->size() > newPhase ? &(*stageScratch)[newPhase] : nullptr;
+  c.phase = newPhase;
+  const int me = rank();
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    DISTX_CHECK(ranks[i] >= 0 && ranks[i] < size(), InvalidArgument, "narrow: rank ", ranks[i],
+                " is outside 0..", size() - 1);
+    if (ranks[i] == me) c.subRank = static_cast<int>(i);
+    c.members.push_back(groupRank(ranks[i]));
+  }
+  DISTX_CHECK(c.subRank >= 0, InvalidArgument, "narrow: rank ", groupRank(me),
+              " is not in the subset");
+  return c;
+}
+
 }  // namespace distx

@@ -6,16 +6,29 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "common/dtype.h"
 #include "common/error.h"
 #include "common/tag.h"
+#include "common/topology.h"
 #include "transport/transport.h"
 
 namespace distx {
 
+// Note [Narrowed context]
+// narrow(members, phase) gives a context over a subset of this one's ranks (a
+// node, a rail, the node leaders): rank() and size() become the position in
+// and the length of `members`, so every flat algorithm runs unchanged on the
+// subset. Messages still go to group ranks over the same transport; the tag's
+// src field stays the group rank and the phase field (Note [Tag layout])
+// keeps each stage's messages apart from the other stages' of the same
+// collective. A narrowed context has its own scratch (one buffer per phase,
+// from stageScratch) so a stage never overwrites data its caller keeps there.
+// Rule for hierarchical algorithms: within one collective, two stages that can
+// exchange messages between the same pair of ranks use different phases.
 struct CollectiveContext {
   Transport& transport;
   uint32_t pg = 0;
@@ -24,18 +37,39 @@ struct CollectiveContext {
   size_t chunkBytes = 256 * 1024;
   std::vector<uint8_t>* scratch = nullptr;  // reused across calls; may be null
   tag::Kind kind = tag::Kind::kCollective;  // kControl for the backend's own checks
+  // The group's node map (Note [Topology]); null = unknown (flat algorithms
+  // ignore it; the hierarchical ones treat null as one node).
+  const Topology* topology = nullptr;
+  // One scratch buffer per phase for narrowed contexts (tag::kMaxPhases
+  // entries); may be null (stages then allocate their own).
+  std::vector<std::vector<uint8_t>>* stageScratch = nullptr;
 
-  int rank() const { return transport.rank(); }
-  int size() const { return transport.size(); }
+  // Narrowing (empty members = every rank of the transport, phase 0).
+  uint32_t phase = 0;
+  std::vector<int> members;  // group ranks of this context, in its rank order
+  int subRank = -1;          // this rank's index in members
+
+  int rank() const { return members.empty() ? transport.rank() : subRank; }
+  int size() const { return members.empty() ? transport.size() : static_cast<int>(members.size()); }
+  // The group (transport) rank of this context's rank r.
+  int groupRank(int r) const { return members.empty() ? r : members[r]; }
+
+  // A context over `ranks` (ranks of this context, in the order the stage
+  // should see them; must include this rank), tagged with `phase` (1..7, not
+  // this context's own). InvalidArgument otherwise.
+  CollectiveContext narrow(const std::vector<int>& ranks, uint32_t phase) const;
 
   RequestPtr send(int dst, uint64_t slot, const void* buf, size_t bytes) {
-    return transport.send(dst, tag::make(kind, pg, seq, rank(), slot), buf, bytes);
+    return transport.send(groupRank(dst), tag::make(kind, pg, seq, phase, transport.rank(), slot),
+                          buf, bytes);
   }
   RequestPtr recv(int src, uint64_t slot, void* buf, size_t bytes) {
-    return transport.recv(src, tag::make(kind, pg, seq, src, slot), tag::kFullMask, buf, bytes);
+    const int from = groupRank(src);
+    return transport.recv(from, tag::make(kind, pg, seq, phase, from, slot), tag::kFullMask, buf,
+                          bytes);
   }
   void wait(Request& req, const char* what, int peer) {
-    transport.wait(req, deadline, detail::concat(what, " rank ", peer));
+    transport.wait(req, deadline, detail::concat(what, " rank ", groupRank(peer)));
   }
   // Scratch space of at least `bytes`, valid until the next call.
   uint8_t* scratchBytes(size_t bytes);
@@ -74,11 +108,56 @@ void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, R
 // allgather_ring.cpp: blocks[r] is rank r's block of blockBytes; this rank's
 // own block must already hold its input.
 void allgatherRing(CollectiveContext& ctx, const std::vector<void*>& blocks, size_t blockBytes);
+// The same with per-block sizes (every rank passes the same sizes).
+void allgatherRingBlocks(CollectiveContext& ctx, const std::vector<void*>& blocks,
+                         const std::vector<size_t>& bytes);
 
 // reduce_scatter_ring.cpp: data holds P blocks of blockCount elements; block
 // r of rank r ends reduced (in place; other blocks hold partial results).
 void reduceScatterRing(CollectiveContext& ctx, void* data, size_t blockCount, DType dt,
                        ReduceOp op);
+// The same over P blocks anywhere, block i of counts[i] elements.
+void reduceScatterRingBlocks(CollectiveContext& ctx, const std::vector<void*>& blocks,
+                             const std::vector<size_t>& counts, DType dt, ReduceOp op);
+
+// ring_node_ordered.cpp: allgatherRing / reduceScatterRing with the ring
+// walking ranks node by node (ctx.topology); the flat ring when the ranks are
+// node-contiguous already or the topology is unknown.
+void allgatherRingNodeOrdered(CollectiveContext& ctx, const std::vector<void*>& blocks,
+                              size_t blockBytes);
+void reduceScatterRingNodeOrdered(CollectiveContext& ctx, void* data, size_t blockCount, DType dt,
+                                  ReduceOp op);
+
+// --- hierarchical (ctx.topology; Note [Hierarchical all-reduce]) ------------
+
+// The inter-node stage of a hierarchical all-reduce: all-reduce `count`
+// elements at `data` in place over the ranks of `rail` (a narrowed context:
+// one rank per node). Called with op SUM (AVG is finished by the caller) or
+// MIN/MAX/PRODUCT/bitwise ops; must leave every rank of the rail with
+// bit-identical results, and must accept count == 0.
+using RailAllreduceFn =
+    std::function<void(CollectiveContext& rail, void* data, size_t count, DType dt, ReduceOp op)>;
+
+// The default inter-node stage: the flat size rules (select.cpp) on the rail.
+void defaultRailAllreduce(CollectiveContext& rail, void* data, size_t count, DType dt, ReduceOp op);
+
+// ctx's topology (Topology::flat when null); InvalidArgument if its size is not ctx's.
+Topology contextTopology(const CollectiveContext& ctx);
+
+// allreduce_hierarchical.cpp: split-rail (intra reduce-scatter, one rail
+// all-reduce per local rank, intra all-gather); hosts with unequal rank counts
+// go to allreduceLeaders. `rail` empty = defaultRailAllreduce.
+void allreduceHierarchical(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op,
+                           const RailAllreduceFn& rail = {});
+
+// allreduce_leaders.cpp: intra reduce to the node leader, all-reduce among the
+// leaders (`inter`, empty = defaultRailAllreduce), intra broadcast.
+void allreduceLeaders(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op,
+                      const RailAllreduceFn& inter = {});
+
+// broadcast_hierarchical.cpp: inter-node tree over one head per node (the
+// root on its node), then intra-node trees; one copy per node crosses the link.
+void broadcastHierarchical(CollectiveContext& ctx, void* data, size_t bytes, int root);
 
 // allreduce_recursive_doubling.cpp: in place over data[count]; latency-optimal
 // (ceil(log2 P) rounds, +2 when P is not a power of two). Every rank ends with

@@ -1,10 +1,18 @@
-// Size-range rules for algorithm choice (the only place that picks one).
+// Size-range and topology rules for algorithm choice (the only place that
+// picks one).
 //
-// All-reduce: recursive doubling (log2 P rounds, n·log2 P bytes sent) below a
-// size threshold, the ring (2(P-1) steps, 2(P-1)/P·n bytes) above it. The
+// All-reduce on one host, or with one rank per host (Topology::isFlat):
+// recursive doubling (log2 P rounds, n·log2 P bytes sent) below a size
+// threshold, the ring (2(P-1) steps, 2(P-1)/P·n bytes) above it. The
 // threshold shrinks as P grows, because recursive doubling's extra traffic
 // grows with log2 P while the ring's stays below 2n.
-// DISTX_ALGO=<name> forces one algorithm for every size.
+// On several hosts with several ranks each: hierarchical (Note [Hierarchical
+// all-reduce]): split-rail above leadersMaxBytes() when every host holds the
+// same number of ranks, reduce -> leaders -> broadcast below it and on uneven
+// hosts. Broadcast: the hierarchical one on several hosts (one copy per host
+// crosses the link), the binomial tree otherwise.
+// DISTX_ALGO=<name> forces one all-reduce algorithm for every size; a flat
+// name (ring, recursive_doubling) also keeps broadcast flat.
 #include "algorithms/select.h"
 
 #include "common/error.h"
@@ -24,14 +32,34 @@ namespace {
 // torch_distx.bench allreduce` on a quiet host and move the constant.
 constexpr size_t kRecursiveDoublingMaxBytes = 64 * 1024;
 
-struct Entry {
-  const char* name;
-  AllreduceFn fn;
-};
+// Split-rail against reduce->leaders->broadcast. Both put the same bytes on a
+// node's link for n = 2 (2(n-1)/n·N); the leaders path has fewer intra-node
+// steps (2·log2 g against 2(g-1)) and one network stream per node, split-rail
+// g concurrent streams and no intra-node fan-in at the leader. Below this size
+// latency rules; set from the cost model, to be re-measured on the multi-host
+// testbed (tests/multihost, benchmarks/).
+constexpr size_t kLeadersMaxBytes = 128 * 1024;
 
-const Entry kRing{"ring", allreduceRing};
-const Entry kRecursiveDoubling{"recursive_doubling", allreduceRecursiveDoubling};
-const Entry kAllreduce[] = {kRing, kRecursiveDoubling};
+void hierarchicalFn(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op) {
+  allreduceHierarchical(ctx, data, count, dt, op);
+}
+void leadersFn(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op) {
+  allreduceLeaders(ctx, data, count, dt, op);
+}
+void hierarchicalRail(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op,
+                      const RailAllreduceFn& rail) {
+  allreduceHierarchical(ctx, data, count, dt, op, rail);
+}
+void leadersRail(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op,
+                 const RailAllreduceFn& rail) {
+  allreduceLeaders(ctx, data, count, dt, op, rail);
+}
+
+const AllreduceChoice kRing{"ring", allreduceRing};
+const AllreduceChoice kRecursiveDoubling{"recursive_doubling", allreduceRecursiveDoubling};
+const AllreduceChoice kHierarchical{"hierarchical", hierarchicalFn, hierarchicalRail};
+const AllreduceChoice kLeaders{"leaders", leadersFn, leadersRail};
+const AllreduceChoice kAllreduce[] = {kRing, kRecursiveDoubling, kHierarchical, kLeaders};
 
 int log2Floor(int p) {
   int k = 0;
@@ -41,6 +69,16 @@ int log2Floor(int p) {
   return k;
 }
 
+const AllreduceChoice* findForced(const std::string& forced) {
+  std::string names;
+  for (const auto& e : kAllreduce) {
+    if (forced == e.name) return &e;
+    names += names.empty() ? e.name : std::string(", ") + e.name;
+  }
+  throw InvalidArgument("DISTX_ALGO='" + forced +
+                        "' is not an all-reduce algorithm; choose one of: " + names);
+}
+
 }  // namespace
 
 size_t recursiveDoublingMaxBytes(int worldSize) {
@@ -48,18 +86,41 @@ size_t recursiveDoublingMaxBytes(int worldSize) {
   return rounds <= 1 ? kRecursiveDoublingMaxBytes : kRecursiveDoublingMaxBytes / rounds;
 }
 
+size_t leadersMaxBytes() {
+  return kLeadersMaxBytes;
+}
+
+AllreduceChoice selectFlatAllreduce(size_t bytes, int worldSize) {
+  return bytes <= recursiveDoublingMaxBytes(worldSize) ? kRecursiveDoubling : kRing;
+}
+
 AllreduceChoice selectAllreduce(size_t bytes, int worldSize, const std::string& forced) {
-  if (!forced.empty()) {
-    std::string names;
-    for (const auto& e : kAllreduce) {
-      if (forced == e.name) return {e.name, e.fn};
-      names += names.empty() ? e.name : std::string(", ") + e.name;
-    }
-    throw InvalidArgument("DISTX_ALGO='" + forced +
-                          "' is not an all-reduce algorithm; choose one of: " + names);
-  }
-  const Entry& e = bytes <= recursiveDoublingMaxBytes(worldSize) ? kRecursiveDoubling : kRing;
-  return {e.name, e.fn};
+  return selectAllreduce(bytes, Topology::flat(worldSize), forced);
+}
+
+AllreduceChoice selectAllreduce(size_t bytes, const Topology& topo, const std::string& forced) {
+  if (!forced.empty()) return *findForced(forced);
+  if (topo.isFlat()) return selectFlatAllreduce(bytes, topo.size());
+  if (!topo.uniform() || bytes <= kLeadersMaxBytes) return kLeaders;
+  return kHierarchical;
+}
+
+BroadcastChoice selectBroadcast(size_t, const Topology& topo, const std::string& forced) {
+  const bool flatForced =
+      !forced.empty() && !findForced(forced)->isHierarchical();  // ring, recursive_doubling
+  if (topo.isFlat() || flatForced) return {"tree", broadcastTree};
+  return {"hierarchical", broadcastHierarchical};
+}
+
+std::string describeSelection(const Topology& topo, const std::string& forced) {
+  if (!forced.empty()) return "all-reduce forced to '" + forced + "' by DISTX_ALGO";
+  if (topo.numNodes() <= 1) return "one host: flat algorithms";
+  if (topo.isFlat()) return "one rank per host: flat algorithms";
+  if (!topo.uniform())
+    return "uneven hosts: hierarchical all-reduce as reduce -> leaders -> broadcast, "
+           "hierarchical broadcast";
+  return detail::concat("hierarchical: all-reduce split-rail above ", kLeadersMaxBytes,
+                        " B, reduce -> leaders -> broadcast below; hierarchical broadcast");
 }
 
 }  // namespace distx

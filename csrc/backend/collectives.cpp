@@ -14,12 +14,19 @@
 namespace distx {
 namespace {
 
+const Topology& groupTopology(const CollectiveContext& ctx) {
+  static const Topology kNone;
+  TORCH_INTERNAL_ASSERT(ctx.topology && ctx.topology->size() == ctx.size(),
+                        "distx: a collective ran without the group's topology");
+  return ctx.topology ? *ctx.topology : kNone;
+}
+
 void runAllreduce(CollectiveContext& ctx, at::Tensor& buf, const ReduceSpec& spec) {
   if (spec.preMul) buf.mul_(spec.factor);
   const DType dt = toDType(buf.scalar_type(), "all_reduce");
   const size_t bytes = static_cast<size_t>(buf.numel()) * dtypeSize(dt);
-  const auto choice = selectAllreduce(bytes, ctx.size(), env::forcedAlgorithm());
-  choice.fn(ctx, buf.data_ptr(), static_cast<size_t>(buf.numel()), dt, spec.op);
+  const auto choice = selectAllreduce(bytes, groupTopology(ctx), env::forcedAlgorithm());
+  choice.run(ctx, buf.data_ptr(), static_cast<size_t>(buf.numel()), dt, spec.op);
 }
 
 }  // namespace
@@ -76,7 +83,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::broadcast(std::vector<at::Tens
   return enqueue(c10d::OpType::BROADCAST, "broadcast", opts.timeout, {t},
                  [t, root](CollectiveContext& ctx) {
                    Contig c(t);
-                   broadcastTree(ctx, c.buf.data_ptr(), c.buf.nbytes(), root);
+                   const size_t bytes = c.buf.nbytes();
+                   selectBroadcast(bytes, groupTopology(ctx), env::forcedAlgorithm())
+                       .fn(ctx, c.buf.data_ptr(), bytes, root);
                    c.writeBack();
                  });
 }
@@ -146,7 +155,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(
                    std::vector<void*> blocks;
                    for (int i = 0; i < P; ++i)
                      blocks.push_back(static_cast<uint8_t*>(c.buf.data_ptr()) + i * block);
-                   allgatherRing(ctx, blocks, block);
+                   allgatherRingNodeOrdered(ctx, blocks, block);
                    c.writeBack();
                  },
                  {in});

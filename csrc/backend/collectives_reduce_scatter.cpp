@@ -22,8 +22,8 @@ namespace {
 at::Tensor reduceScatterPacked(CollectiveContext& ctx, at::Tensor packed, int64_t block,
                                const ReduceSpec& spec, const char* op) {
   if (spec.preMul) packed.mul_(spec.factor);
-  reduceScatterRing(ctx, packed.data_ptr(), static_cast<size_t>(block),
-                    toDType(packed.scalar_type(), op), spec.op);
+  reduceScatterRingNodeOrdered(ctx, packed.data_ptr(), static_cast<size_t>(block),
+                               toDType(packed.scalar_type(), op), spec.op);
   return packed.narrow(0, ctx.rank() * block, block);
 }
 

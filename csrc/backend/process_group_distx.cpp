@@ -52,13 +52,14 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   TORCH_CHECK_VALUE(size >= 1 && rank >= 0 && rank < size, "distx: invalid rank ", rank,
                     " for world size ", size);
   try {
-    selectAllreduce(0, size, env::forcedAlgorithm());  // validates DISTX_ALGO now, not at first use
+    selectAllreduce(0, Topology::flat(size), env::forcedAlgorithm());  // validates DISTX_ALGO now
   } catch (const Error& e) {
     TORCH_CHECK_VALUE(false, e.what());
   }
   bootstrap_ = std::make_unique<StoreBootstrap>(store);
   try {
     const Deadline deadline = Clock::now() + timeout_;
+    discoverTopology(deadline);
     transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, deadline);
     if (env::livenessEnabled()) {
       liveness_ = std::make_unique<LivenessRing>(
@@ -90,6 +91,35 @@ void ProcessGroupDistx::onPeerDeath(int deadRank, const std::string& how) {
   DISTX_LOG(LogLevel::kError, prefix("liveness", 0), reason,
             "; failing every pending and later operation");
   transport_->abort(reason);
+}
+
+void ProcessGroupDistx::discoverTopology(Deadline) {
+  // Note [Topology] (common/topology.cpp). The store's own timeout bounds each get.
+  stageScratch_.resize(tag::kMaxPhases);
+  const HostInfo mine = localHostInfo();
+  hosts_ = exchangeHostInfo(*bootstrap_, rank_, size_, mine);
+  topology_ = topologyFromHosts(hosts_, &topologyNotes_);
+  const int local = topology_.localSize(rank_);
+  // torchrun's LOCAL_WORLD_SIZE describes the world group; compare only there.
+  if (mine.localWorldSize > 0 && mine.worldSize == size_ && mine.localWorldSize != local) {
+    static std::atomic<bool> logged{false};
+    if (!logged.exchange(true)) {
+      DISTX_LOG(LogLevel::kWarn, prefix("init", 0), "LOCAL_WORLD_SIZE=", mine.localWorldSize,
+                " but ", local, " ranks of this group share this host (", topology_.describe(),
+                "); distx follows the host ids (set DISTX_HOSTID to override)");
+    }
+  }
+  if (rank_ == 0) {
+    DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "topology ", topology_.describe(), ": ",
+              describeSelection(topology_, env::forcedAlgorithm()));
+  }
+  for (const auto& note : topologyNotes_) {
+    if (rank_ == 0) DISTX_LOG(LogLevel::kWarn, prefix("init", 0), "topology: ", note);
+  }
+  DISTX_LOG(LogLevel::kDebug, prefix("init", 0), "topology ", topology_.describe(),
+            "; this rank: node ", topology_.nodeOf(rank_), " local rank ",
+            topology_.localRank(rank_), " host '", mine.hostname, "' id ", hexId(mine.hostId),
+            mine.fromEnv ? " (DISTX_HOSTID)" : "");
 }
 
 std::string ProcessGroupDistx::prefix(const char* opName, uint32_t seq) const {
@@ -141,6 +171,8 @@ void ProcessGroupDistx::run(Queued& q) {
   ctx.deadline = Clock::now() + q.timeout;
   ctx.chunkBytes = chunkBytes_;
   ctx.scratch = &scratch_;
+  ctx.stageScratch = &stageScratch_;
+  ctx.topology = &topology_;
   std::exception_ptr error;
   try {
     if (debugChecks_) checkConsistency(ctx, q.signature);

@@ -110,6 +110,12 @@ class ProcessGroupDistx final : public c10d::Backend {
   void shutdown() override;
   void abort() override;
 
+  // Note [Topology]: the node map of this group, every rank's host record and
+  // what the exchange noticed (for torch_distx.topology()).
+  const Topology& topology() const { return topology_; }
+  const std::vector<HostInfo>& hosts() const { return hosts_; }
+  const std::vector<std::string>& topologyNotes() const { return topologyNotes_; }
+
  private:
   using Job = std::function<void(CollectiveContext&)>;
   struct Queued {
@@ -132,6 +138,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::string prefix(const char* opName, uint32_t seq) const;
   void stopWorker(bool drain);
   void onPeerDeath(int deadRank, const std::string& how);
+  void discoverTopology(Deadline deadline);
   // collectives_sparse.cpp (Note [Sparse all-reduce]): allreduce of one sparse COO tensor.
   c10::intrusive_ptr<c10d::Work> allreduceSparse(const at::Tensor& t,
                                                  const c10d::AllreduceOptions& opts);
@@ -145,7 +152,11 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::unique_ptr<LivenessRing> liveness_;
   std::unique_ptr<CompletionPool> completions_;  // Note [Completion threads]
   const bool debugChecks_;
-  std::vector<uint8_t> scratch_;  // worker thread only
+  std::vector<uint8_t> scratch_;                    // worker thread only
+  std::vector<std::vector<uint8_t>> stageScratch_;  // per tag phase; worker thread only
+  Topology topology_;
+  std::vector<HostInfo> hosts_;
+  std::vector<std::string> topologyNotes_;
 
   std::mutex mu_;
   std::condition_variable cv_;

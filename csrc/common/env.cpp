@@ -21,7 +21,12 @@ const std::vector<Var>& all() {
        "error | warn | info | debug; every line is prefixed with rank and group"},
       {"DISTX_CHUNK_BYTES", "262144",
        "pipelining chunk of the ring algorithms, in bytes (>= 4096)"},
-      {"DISTX_ALGO", "", "force the all-reduce algorithm by name (empty = choose by message size)"},
+      {"DISTX_ALGO", "",
+       "force an algorithm: ring | recursive_doubling (flat) or hierarchical | split_rail | "
+       "leaders (empty = choose by message size and topology)"},
+      {"DISTX_HOSTID", "",
+       "host identity for the topology (ranks with equal values share a node); default: "
+       "hash of hostname + boot_id"},
       {"DISTX_DEBUG", "0",
        "1: check before each collective that all ranks called the same op/dtype/shape"},
       {"DISTX_LIVENESS", "1", "0: turn off dead-peer detection (the TCP liveness ring)"},

@@ -4,12 +4,18 @@
 //
 //   63..62  kind  (2)   0 = collective data, 1 = point-to-point, 2 = control
 //   61..58  pg    (4)   low bits of the process-group id (each PG also has its own worker)
-//   57..38  seq   (20)  per-PG collective sequence number (wraps; matching is ordered)
-//   37..22  src   (16)  sender's rank in the group
+//   57..41  seq   (17)  per-PG collective sequence number (wraps; matching is ordered)
+//   40..38  phase (3)   stage of a hierarchical collective (0 = the flat, whole-group
+//                       context; 1..7 = a narrowed context, Note [Narrowed context])
+//   37..22  src   (16)  sender's rank in the group (always the group rank, also
+//                       inside a narrowed context)
 //   21..0   slot  (22)  collective: step * chunks + chunk; p2p: unused
 //
-// For point-to-point the user tag takes the seq and slot fields (42 bits), so a
-// user tag can never collide with collective traffic (different kind).
+// Two stages of one collective never share a phase, so their messages between
+// the same pair of ranks (same src, same slot) cannot match each other's
+// receives. For point-to-point the user tag takes the seq, phase and slot
+// fields (42 bits), so a user tag can never collide with collective traffic
+// (different kind).
 #pragma once
 
 #include <cstdint>
@@ -20,16 +26,21 @@ enum class Kind : uint64_t { kCollective = 0, kP2P = 1, kControl = 2 };
 
 constexpr int kSlotBits = 22;
 constexpr int kSrcBits = 16;
-constexpr int kSeqBits = 20;
+constexpr int kPhaseBits = 3;
+constexpr int kSeqBits = 17;
 constexpr int kPgBits = 4;
 constexpr int kKindBits = 2;
-static_assert(kSlotBits + kSrcBits + kSeqBits + kPgBits + kKindBits == 64, "tag must fill 64 bits");
+static_assert(kSlotBits + kSrcBits + kPhaseBits + kSeqBits + kPgBits + kKindBits == 64,
+              "tag must fill 64 bits");
 
 constexpr int kSlotShift = 0;
 constexpr int kSrcShift = kSlotShift + kSlotBits;
-constexpr int kSeqShift = kSrcShift + kSrcBits;
+constexpr int kPhaseShift = kSrcShift + kSrcBits;
+constexpr int kSeqShift = kPhaseShift + kPhaseBits;
 constexpr int kPgShift = kSeqShift + kSeqBits;
 constexpr int kKindShift = kPgShift + kPgBits;
+static_assert(kKindShift + kKindBits == 64, "kind must be the top field");
+static_assert(kSeqShift == kPhaseShift + kPhaseBits, "p2p user tags need phase+seq contiguous");
 
 constexpr uint64_t mask(int bits) {
   return bits == 64 ? ~0ull : ((1ull << bits) - 1);
@@ -40,22 +51,30 @@ constexpr uint64_t kFullMask = ~0ull;
 constexpr uint64_t kAnySourceMask = ~kSrcMask;
 constexpr int kMaxRanks = 1 << kSrcBits;
 constexpr uint64_t kMaxSlots = 1ull << kSlotBits;
+constexpr uint32_t kMaxPhases = 1u << kPhaseBits;  // phase 0 is the flat context
 
-constexpr uint64_t make(Kind kind, uint32_t pg, uint32_t seq, uint32_t src, uint64_t slot) {
+constexpr uint64_t make(Kind kind, uint32_t pg, uint32_t seq, uint32_t phase, uint32_t src,
+                        uint64_t slot) {
   return (static_cast<uint64_t>(kind) << kKindShift) |
          ((static_cast<uint64_t>(pg) & mask(kPgBits)) << kPgShift) |
          ((static_cast<uint64_t>(seq) & mask(kSeqBits)) << kSeqShift) |
+         ((static_cast<uint64_t>(phase) & mask(kPhaseBits)) << kPhaseShift) |
          ((static_cast<uint64_t>(src) & mask(kSrcBits)) << kSrcShift) |
          ((slot & mask(kSlotBits)) << kSlotShift);
 }
 
-// Point-to-point: the user's tag fills seq+slot.
+// Flat (phase 0) form.
+constexpr uint64_t make(Kind kind, uint32_t pg, uint32_t seq, uint32_t src, uint64_t slot) {
+  return make(kind, pg, seq, 0, src, slot);
+}
+
+// Point-to-point: the user's tag fills phase+seq (high part) and slot (low part).
 constexpr uint64_t makeP2P(uint32_t pg, uint32_t src, uint64_t userTag) {
-  constexpr int userBits = kSeqBits + kSlotBits;
+  constexpr int userBits = kSeqBits + kPhaseBits + kSlotBits;
   const uint64_t u = userTag & mask(userBits);
   return (static_cast<uint64_t>(Kind::kP2P) << kKindShift) |
          ((static_cast<uint64_t>(pg) & mask(kPgBits)) << kPgShift) |
-         ((u >> kSlotBits) << kSeqShift) |
+         ((u >> kSlotBits) << kPhaseShift) |
          ((static_cast<uint64_t>(src) & mask(kSrcBits)) << kSrcShift) | (u & mask(kSlotBits));
 }
 
@@ -68,16 +87,30 @@ constexpr uint32_t pgOf(uint64_t t) {
 constexpr uint32_t seqOf(uint64_t t) {
   return (t >> kSeqShift) & mask(kSeqBits);
 }
+constexpr uint32_t phaseOf(uint64_t t) {
+  return (t >> kPhaseShift) & mask(kPhaseBits);
+}
 constexpr uint32_t srcOf(uint64_t t) {
   return (t >> kSrcShift) & mask(kSrcBits);
 }
 constexpr uint64_t slotOf(uint64_t t) {
   return (t >> kSlotShift) & mask(kSlotBits);
 }
+// The user tag a p2p message was sent with (inverse of makeP2P).
+constexpr uint64_t userTagOf(uint64_t t) {
+  return (((t >> kPhaseShift) & mask(kSeqBits + kPhaseBits)) << kSlotBits) | slotOf(t);
+}
 
 static_assert(srcOf(make(Kind::kCollective, 3, 7, 12345, 99)) == 12345);
 static_assert(seqOf(make(Kind::kCollective, 3, 7, 12345, 99)) == 7);
 static_assert(slotOf(make(Kind::kCollective, 3, 7, 12345, 99)) == 99);
+static_assert(phaseOf(make(Kind::kCollective, 3, 7, 12345, 99)) == 0);
+static_assert(phaseOf(make(Kind::kCollective, 3, 7, 5, 12345, 99)) == 5);
+static_assert(seqOf(make(Kind::kCollective, 3, 7, 5, 12345, 99)) == 7);
+static_assert(srcOf(make(Kind::kCollective, 3, 7, 5, 12345, 99)) == 12345);
+static_assert(make(Kind::kCollective, 0, 0, 1, 0, 0) != make(Kind::kCollective, 0, 0, 2, 0, 0));
 static_assert(kindOf(makeP2P(1, 2, 3)) == Kind::kP2P);
+static_assert(userTagOf(makeP2P(1, 2, (1ull << 42) - 1)) == (1ull << 42) - 1);
+static_assert(userTagOf(makeP2P(1, 2, 0x2aaaaaaaaaaull)) == 0x2aaaaaaaaaaull);
 
 }  // namespace distx::tag

@@ -3,6 +3,7 @@
 
 #include "backend/process_group_distx.hpp"
 #include "common/env.h"
+#include "common/topology.h"
 #include "transport/ucx/ucx_transport.h"
 
 namespace py = pybind11;
@@ -13,6 +14,57 @@ PYBIND11_MODULE(_C, m) {
         py::arg("size"), py::arg("timeout_seconds"), py::arg("group_name"),
         py::call_guard<py::gil_scoped_release>(),
         "Creates the distx c10d backend for one process group (called by torch.distributed).");
+  m.def(
+      "_topology",
+      [](const c10::intrusive_ptr<c10d::Backend>& backend) {
+        auto* pg = dynamic_cast<distx::ProcessGroupDistx*>(backend.get());
+        TORCH_CHECK_VALUE(pg != nullptr, "torch_distx.topology: the group's backend is ",
+                          backend->getBackendName(), ", not distx");
+        const auto& t = pg->topology();
+        const int r = pg->getRank();
+        py::list nodes, hosts, notes;
+        for (const auto& n : t.nodes())
+          nodes.append(py::cast(n));
+        for (const auto& h : pg->hosts()) {
+          py::dict d;
+          d["hostname"] = h.hostname;
+          d["host_id"] = distx::hexId(h.hostId);
+          d["boot_id"] = distx::hexId(h.bootId);
+          d["from_env"] = h.fromEnv;
+          hosts.append(d);
+        }
+        for (const auto& n : pg->topologyNotes())
+          notes.append(n);
+        py::dict out;
+        out["rank"] = r;
+        out["size"] = t.size();
+        out["nodes"] = nodes;
+        out["num_nodes"] = t.numNodes();
+        out["node"] = t.nodeOf(r);
+        out["local_rank"] = t.localRank(r);
+        out["local_size"] = t.localSize(r);
+        out["uniform"] = t.uniform();
+        out["ranks_per_node"] = t.ranksPerNode();
+        out["leaders"] = py::cast(t.leaders());
+        out["flat"] = t.isFlat();
+        out["describe"] = t.describe();
+        out["hosts"] = hosts;
+        out["notes"] = notes;
+        return out;
+      },
+      py::arg("backend"), "The node map of one distx process group (torch_distx.topology).");
+  m.def(
+      "_local_host",
+      [] {
+        const auto h = distx::localHostInfo();
+        py::dict d;
+        d["hostname"] = h.hostname;
+        d["host_id"] = distx::hexId(h.hostId);
+        d["boot_id"] = distx::hexId(h.bootId);
+        d["from_env"] = h.fromEnv;
+        return d;
+      },
+      "This process's host record (what it publishes at group creation).");
   m.def("ucx_version", &distx::ucx::UcxTransport::version, "UCX version loaded at run time");
   m.def(
       "env_vars",

@@ -14,24 +14,38 @@ namespace {
 
 TEST(Tag, RoundTripsEveryField) {
   for (uint32_t pg : {0u, 5u, 15u}) {
-    for (uint32_t seq : {0u, 1u, (1u << 20) - 1}) {
-      for (uint32_t src : {0u, 77u, 65535u}) {
-        for (uint64_t slot : {0ull, 12345ull, (1ull << 22) - 1}) {
-          const uint64_t t = tag::make(tag::Kind::kCollective, pg, seq, src, slot);
-          EXPECT_EQ(tag::pgOf(t), pg);
-          EXPECT_EQ(tag::seqOf(t), seq);
-          EXPECT_EQ(tag::srcOf(t), src);
-          EXPECT_EQ(tag::slotOf(t), slot);
-          EXPECT_EQ(tag::kindOf(t), tag::Kind::kCollective);
+    for (uint32_t seq : {0u, 1u, (1u << tag::kSeqBits) - 1}) {
+      for (uint32_t phase : {0u, 1u, tag::kMaxPhases - 1}) {
+        for (uint32_t src : {0u, 77u, 65535u}) {
+          for (uint64_t slot : {0ull, 12345ull, (1ull << 22) - 1}) {
+            const uint64_t t = tag::make(tag::Kind::kCollective, pg, seq, phase, src, slot);
+            EXPECT_EQ(tag::pgOf(t), pg);
+            EXPECT_EQ(tag::seqOf(t), seq);
+            EXPECT_EQ(tag::phaseOf(t), phase);
+            EXPECT_EQ(tag::srcOf(t), src);
+            EXPECT_EQ(tag::slotOf(t), slot);
+            EXPECT_EQ(tag::kindOf(t), tag::Kind::kCollective);
+          }
         }
       }
     }
   }
 }
 
+TEST(Tag, P2PUserTagRoundTrips) {
+  for (uint64_t u : {0ull, 1ull, (1ull << 22), (1ull << 41) + 5, (1ull << 42) - 1}) {
+    const uint64_t t = tag::makeP2P(3, 9, u);
+    EXPECT_EQ(tag::userTagOf(t), u);
+    EXPECT_EQ(tag::srcOf(t), 9u);
+    EXPECT_EQ(tag::pgOf(t), 3u);
+    EXPECT_EQ(tag::kindOf(t), tag::Kind::kP2P);
+  }
+}
+
 TEST(Tag, SeqWrapsWithoutTouchingOtherFields) {
-  const uint64_t t = tag::make(tag::Kind::kCollective, 1, (1u << 20) + 3, 9, 4);
+  const uint64_t t = tag::make(tag::Kind::kCollective, 1, (1u << tag::kSeqBits) + 3, 2, 9, 4);
   EXPECT_EQ(tag::seqOf(t), 3u);
+  EXPECT_EQ(tag::phaseOf(t), 2u);
   EXPECT_EQ(tag::srcOf(t), 9u);
 }
 

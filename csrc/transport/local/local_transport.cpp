@@ -55,7 +55,7 @@ void LocalFabric::kill(int rank) {
 }
 
 LocalTransport::LocalTransport(std::shared_ptr<LocalFabric> fabric, int rank)
-    : fabric_(std::move(fabric)), rank_(rank) {}
+    : fabric_(std::move(fabric)), rank_(rank), sentTo_(fabric_->size()) {}
 
 int LocalTransport::size() const {
   return fabric_->size();
@@ -66,6 +66,7 @@ RequestPtr LocalTransport::send(int dst, uint64_t tag, const void* buf, size_t b
   auto state = std::make_shared<LocalFabric::State>();
   state->peer = dst;
   countSent(bytes);
+  sentTo_[dst].fetch_add(bytes, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(fabric_->mu_);
   auto& box = fabric_->boxes_[dst];
   for (auto it = box.posted.begin(); it != box.posted.end(); ++it) {

@@ -4,6 +4,7 @@
 // injection: Fabric::kill(rank) fails every wait involving that rank.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <list>
@@ -26,10 +27,14 @@ class LocalTransport final : public Transport {
   RequestPtr recv(int src, uint64_t tag, uint64_t mask, void* buf, size_t bytes) override;
   void wait(Request& req, Deadline deadline, const std::string& what) override;
   void abort(const std::string& reason) override;
+  // Payload bytes this rank has sent to `peer` (per-peer traffic accounting:
+  // tests split a hierarchical algorithm's intra- and inter-node bytes).
+  uint64_t bytesSentTo(int peer) const { return sentTo_[peer].load(std::memory_order_relaxed); }
 
  private:
   std::shared_ptr<LocalFabric> fabric_;
   int rank_;
+  std::vector<std::atomic<uint64_t>> sentTo_;
 };
 
 class LocalFabric : public std::enable_shared_from_this<LocalFabric> {

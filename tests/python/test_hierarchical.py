@@ -1,0 +1,159 @@
+"""Hierarchical collectives on one machine, with DISTX_HOSTID making "hosts":
+2 nodes x 2 ranks (node-contiguous and interleaved), uneven 3+1, and 2 x 1
+(one rank per host: flat). For every dtype and ReduceOp the flat path supports
+(AVG and PREMUL_SUM included) all_reduce equals the torch reference and gloo
+on the same inputs, at a small size (reduce -> leaders -> broadcast) and a
+large one (split-rail on uniform hosts), and is bit-identical on every rank.
+Broadcast (hierarchical), all_gather_into_tensor and reduce_scatter_tensor
+(node-ordered rings) equal gloo. torch_distx.topology() reports the map, a
+sub-group gets its own, and a DISTX_HOSTID changed after the first group is
+ignored (the process's host id is pinned).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from distx_oracle import check, gloo_reduced, reduce_op, reference, values
+from distx_testing import current_store, run_ranks
+
+FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+ALL_DTYPES = FLOATS + INTS + (torch.bool, torch.complex64, torch.complex128)
+SMALL = 101        # below leadersMaxBytes (128 KiB) for every dtype: reduce -> leaders -> broadcast
+LARGE = 140_000    # above it for every dtype (1-byte types too): split-rail on uniform hosts
+
+# name: (host id of each rank, the nodes torch_distx.topology() must report)
+LAYOUTS = {
+    "2x2": (["a", "a", "b", "b"], [[0, 1], [2, 3]]),
+    "2x2-interleaved": (["a", "b", "a", "b"], [[0, 2], [1, 3]]),
+    "uneven-3+1": (["a", "a", "a", "b"], [[0, 1, 2], [3]]),
+    "2x1": (["a", "b"], [[0], [1]]),
+}
+
+
+def _ops_for(dtype: torch.dtype) -> tuple[str, ...]:
+    if dtype == torch.bool:
+        return ("SUM", "MIN", "MAX", "BAND", "BOR", "BXOR")
+    if dtype.is_complex:
+        return ("SUM", "AVG", "PREMUL_SUM")
+    if dtype.is_floating_point:
+        return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "PREMUL_SUM")
+    return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "BAND", "BOR", "BXOR")
+
+
+def _digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _world(rank: int, ws: int, hostids: list[str]) -> dict:
+    import torch_distx
+
+    os.environ["DISTX_HOSTID"] = hostids[rank]
+    dist.init_process_group("distx", store=current_store(), rank=rank, world_size=ws,
+                            timeout=datetime.timedelta(seconds=60))
+    gloo = dist.new_group(backend="gloo")
+    out: dict = {"topology": torch_distx.topology(), "fail": [], "digest": {}}
+    fail = out["fail"]
+    for dt in ALL_DTYPES:
+        for op in _ops_for(dt):
+            for n in (SMALL, LARGE):
+                what = f"all_reduce {str(dt)[6:]} {op} n={n}"
+                t = values(dt, op, n, rank)
+                g = gloo_reduced(t, op, ws, gloo) if n == SMALL else None  # LARGE: the reference
+                dist.all_reduce(t, op=reduce_op(op))
+                try:
+                    check(t, reference(dt, op, n, ws), what + " vs reference", op)
+                    if g is not None:
+                        check(t, g, what + " vs gloo", op)
+                except AssertionError as e:
+                    fail.append(str(e))
+                out["digest"][what] = _digest(t)
+    for n in (SMALL, LARGE):
+        for root in range(ws):
+            t = values(torch.float32, "SUM", n, rank) if rank == root else torch.zeros(n)
+            dist.broadcast(t, src=root)
+            if not torch.equal(t, values(torch.float32, "SUM", n, root)):
+                fail.append(f"broadcast n={n} root={root}")
+        x = values(torch.bfloat16, "SUM", n, rank)
+        ag, ag_gloo = torch.empty(ws * n, dtype=x.dtype), torch.empty(ws * n, dtype=x.dtype)
+        dist.all_gather_into_tensor(ag, x)
+        dist.all_gather_into_tensor(ag_gloo, x, group=gloo)
+        if not torch.equal(ag, ag_gloo):
+            fail.append(f"all_gather_into_tensor n={n}")
+        for op in ("SUM", "AVG", "MAX"):
+            x = values(torch.float32, op, ws * n, rank)
+            rs = torch.empty(n)
+            dist.reduce_scatter_tensor(rs, x, op=reduce_op(op))
+            want = reference(torch.float32, op, ws * n, ws)[rank * n:(rank + 1) * n]
+            try:
+                check(rs, want, f"reduce_scatter_tensor {op} n={n}", op)
+            except AssertionError as e:
+                fail.append(str(e))
+    # A sub-group gets its own map.
+    sub = dist.new_group(list(range(1, ws)))
+    if rank >= 1:
+        out["sub_topology"] = torch_distx.topology(sub)
+        t = torch.full((LARGE,), float(rank))
+        dist.all_reduce(t, group=sub)
+        if not torch.equal(t, torch.full((LARGE,), float(sum(range(1, ws))))):
+            fail.append("sub-group all_reduce")
+    # A host id changed after the first group is ignored (pinned per process).
+    os.environ["DISTX_HOSTID"] = f"changed-{rank}"
+    again = dist.new_group(list(range(ws)))
+    out["again_topology"] = torch_distx.topology(again)
+    dist.destroy_process_group()
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_hierarchical_matches_reference_and_gloo(layout: str) -> None:
+    hostids, nodes = LAYOUTS[layout]
+    ws = len(hostids)
+    per_rank = run_ranks(_world, ws, hostids, backend=None, timeout=100)
+    for r, out in enumerate(per_rank):
+        assert out["fail"] == [], f"rank {r}: {out['fail'][:5]}"
+        topo = out["topology"]
+        assert topo["nodes"] == nodes, topo
+        assert topo["rank"] == r and topo["size"] == ws
+        assert topo["node"] == next(i for i, n in enumerate(nodes) if r in n)
+        assert topo["flat"] == (len(nodes) in (1, ws))
+        assert topo["uniform"] == (len({len(n) for n in nodes}) == 1)
+        assert all(h["from_env"] for h in topo["hosts"])
+        assert out["again_topology"]["nodes"] == nodes, "the host id must stay pinned"
+        if r >= 1:
+            sub_nodes = [[m - 1 for m in n if m >= 1] for n in nodes]
+            assert out["sub_topology"]["nodes"] == [n for n in sub_nodes if n], out["sub_topology"]
+        assert out["digest"] == per_rank[0]["digest"], f"rank {r} differs from rank 0 (not bit-identical)"
+    if layout == "uneven-3+1":
+        assert any("unequal" in n for n in per_rank[0]["topology"]["notes"])
+
+
+def _logged(rank: int, ws: int) -> str:
+    import torch_distx
+
+    os.environ["DISTX_HOSTID"] = "x" if rank < 2 else "y"
+    dist.init_process_group("distx", store=current_store(), rank=rank, world_size=ws)
+    t = torch.ones(300_000)
+    dist.all_reduce(t)
+    assert torch.equal(t, torch.full_like(t, ws))
+    d = torch_distx.topology()["describe"]
+    dist.destroy_process_group()
+    return d
+
+
+@pytest.mark.timeout(60)
+def test_topology_is_logged_and_local_world_size_disagreement_warned(capfd) -> None:
+    env = {"DISTX_LOG_LEVEL": "info", "LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "4"}
+    described = run_ranks(_logged, 4, backend=None, timeout=50, env=env)
+    assert described == ["2 nodes x 2 ranks [0,1] [2,3]"] * 4
+    err = capfd.readouterr().err
+    assert "topology 2 nodes x 2 ranks [0,1] [2,3]: hierarchical" in err, err[-2000:]
+    assert "LOCAL_WORLD_SIZE=4 but 2 ranks of this group share this host" in err, err[-2000:]
