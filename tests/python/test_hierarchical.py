@@ -7,7 +7,8 @@ large one (split-rail on uniform hosts), and is bit-identical on every rank.
 Broadcast (hierarchical), all_gather_into_tensor and reduce_scatter_tensor
 (node-ordered rings) equal gloo. torch_distx.topology() reports the map, a
 sub-group gets its own, and a DISTX_HOSTID changed after the first group is
-ignored (the process's host id is pinned).
+ignored (the process's host id is pinned). The full dtype matrix runs on the
+node-contiguous 2x2, a cross-section of dtypes (every op each) elsewhere.
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ from distx_testing import current_store, run_ranks
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 ALL_DTYPES = FLOATS + INTS + (torch.bool, torch.complex64, torch.complex128)
-SMALL = 101        # below leadersMaxBytes (128 KiB) for every dtype: reduce -> leaders -> broadcast
-LARGE = 140_000    # above it for every dtype (1-byte types too): split-rail on uniform hosts
+SMALL = 101  # below leadersMaxBytes (128 KiB) for every dtype: reduce -> leaders -> broadcast
+LEADERS_MAX_BYTES = 128 * 1024
+
+
+def _large(dtype: torch.dtype) -> int:
+    """Just above leadersMaxBytes: split-rail on uniform hosts (an odd count, so
+    the segments are uneven)."""
+    return LEADERS_MAX_BYTES // torch.empty((), dtype=dtype).element_size() + 7
 
 # name: (host id of each rank, the nodes torch_distx.topology() must report)
 LAYOUTS = {
@@ -52,7 +59,7 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
-def _world(rank: int, ws: int, hostids: list[str]) -> dict:
+def _world(rank: int, ws: int, hostids: list[str], dtypes: tuple) -> dict:
     import torch_distx
 
     os.environ["DISTX_HOSTID"] = hostids[rank]
@@ -60,13 +67,16 @@ def _world(rank: int, ws: int, hostids: list[str]) -> dict:
                             timeout=datetime.timedelta(seconds=60))
     gloo = dist.new_group(backend="gloo")
     out: dict = {"topology": torch_distx.topology(), "fail": [], "digest": {}}
+    split_rail = not out["topology"]["flat"] and out["topology"]["uniform"]
     fail = out["fail"]
-    for dt in ALL_DTYPES:
+    for dt in dtypes:
         for op in _ops_for(dt):
-            for n in (SMALL, LARGE):
+            # split-rail exists only on uniform multi-rank hosts; elsewhere one size
+            # covers the one algorithm (leaders, or flat for 2x1)
+            for n in (SMALL, _large(dt)) if split_rail else (SMALL,):
                 what = f"all_reduce {str(dt)[6:]} {op} n={n}"
                 t = values(dt, op, n, rank)
-                g = gloo_reduced(t, op, ws, gloo) if n == SMALL else None  # LARGE: the reference
+                g = gloo_reduced(t, op, ws, gloo) if n == SMALL else None  # large: the reference
                 dist.all_reduce(t, op=reduce_op(op))
                 try:
                     check(t, reference(dt, op, n, ws), what + " vs reference", op)
@@ -75,7 +85,7 @@ def _world(rank: int, ws: int, hostids: list[str]) -> dict:
                 except AssertionError as e:
                     fail.append(str(e))
                 out["digest"][what] = _digest(t)
-    for n in (SMALL, LARGE):
+    for n in (SMALL, 40_000):
         for root in range(ws):
             t = values(torch.float32, "SUM", n, rank) if rank == root else torch.zeros(n)
             dist.broadcast(t, src=root)
@@ -100,9 +110,9 @@ def _world(rank: int, ws: int, hostids: list[str]) -> dict:
     sub = dist.new_group(list(range(1, ws)))
     if rank >= 1:
         out["sub_topology"] = torch_distx.topology(sub)
-        t = torch.full((LARGE,), float(rank))
+        t = torch.full((40_000,), float(rank))
         dist.all_reduce(t, group=sub)
-        if not torch.equal(t, torch.full((LARGE,), float(sum(range(1, ws))))):
+        if not torch.equal(t, torch.full((40_000,), float(sum(range(1, ws))))):
             fail.append("sub-group all_reduce")
     # A host id changed after the first group is ignored (pinned per process).
     os.environ["DISTX_HOSTID"] = f"changed-{rank}"
@@ -117,7 +127,10 @@ def _world(rank: int, ws: int, hostids: list[str]) -> dict:
 def test_hierarchical_matches_reference_and_gloo(layout: str) -> None:
     hostids, nodes = LAYOUTS[layout]
     ws = len(hostids)
-    per_rank = run_ranks(_world, ws, hostids, backend=None, timeout=100)
+    # the full dtype matrix on the node-contiguous 2x2; a cross-section elsewhere
+    dtypes = ALL_DTYPES if layout == "2x2" else (torch.float32, torch.bfloat16, torch.int8, torch.int64,
+                                                 torch.bool, torch.complex64)
+    per_rank = run_ranks(_world, ws, hostids, dtypes, backend=None, timeout=100)
     for r, out in enumerate(per_rank):
         assert out["fail"] == [], f"rank {r}: {out['fail'][:5]}"
         topo = out["topology"]
@@ -130,15 +143,20 @@ def test_hierarchical_matches_reference_and_gloo(layout: str) -> None:
         assert out["again_topology"]["nodes"] == nodes, "the host id must stay pinned"
         if r >= 1:
             sub_nodes = [[m - 1 for m in n if m >= 1] for n in nodes]
-            assert out["sub_topology"]["nodes"] == [n for n in sub_nodes if n], out["sub_topology"]
+            want = sorted((n for n in sub_nodes if n), key=lambda n: n[0])  # nodes by lowest rank
+            assert out["sub_topology"]["nodes"] == want, out["sub_topology"]
         assert out["digest"] == per_rank[0]["digest"], f"rank {r} differs from rank 0 (not bit-identical)"
     if layout == "uneven-3+1":
         assert any("unequal" in n for n in per_rank[0]["topology"]["notes"])
 
 
-def _logged(rank: int, ws: int) -> str:
+def _logged(rank: int, ws: int, log_dir: str) -> tuple[str, str]:
     import torch_distx
 
+    # stderr of forkserver children is the first test's: log to a file of our own
+    log = os.path.join(log_dir, f"rank{rank}.log")
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 2)
     os.environ["DISTX_HOSTID"] = "x" if rank < 2 else "y"
     dist.init_process_group("distx", store=current_store(), rank=rank, world_size=ws)
     t = torch.ones(300_000)
@@ -146,14 +164,15 @@ def _logged(rank: int, ws: int) -> str:
     assert torch.equal(t, torch.full_like(t, ws))
     d = torch_distx.topology()["describe"]
     dist.destroy_process_group()
-    return d
+    with open(log) as f:
+        return d, f.read()
 
 
 @pytest.mark.timeout(60)
-def test_topology_is_logged_and_local_world_size_disagreement_warned(capfd) -> None:
+def test_topology_is_logged_and_local_world_size_disagreement_warned(tmp_path) -> None:
     env = {"DISTX_LOG_LEVEL": "info", "LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "4"}
-    described = run_ranks(_logged, 4, backend=None, timeout=50, env=env)
-    assert described == ["2 nodes x 2 ranks [0,1] [2,3]"] * 4
-    err = capfd.readouterr().err
+    per_rank = run_ranks(_logged, 4, str(tmp_path), backend=None, timeout=50, env=env)
+    assert [d for d, _ in per_rank] == ["2 nodes x 2 ranks [0,1] [2,3]"] * 4
+    err = "".join(log for _, log in per_rank)
     assert "topology 2 nodes x 2 ranks [0,1] [2,3]: hierarchical" in err, err[-2000:]
     assert "LOCAL_WORLD_SIZE=4 but 2 ranks of this group share this host" in err, err[-2000:]
