@@ -21,10 +21,13 @@
 // have no rails: allreduce_leaders.cpp runs instead.
 //
 // Cost, N bytes, g | count: each rank sends intra 2(g-1)/g·N (shared memory)
-// and inter 2(n-1)/n·N/g (ring rail), so a node's link carries 2(n-1)/n·N,
-// against 2(P-1)/P·N·(ranks whose ring neighbour is off-node) for the flat
-// ring. Latency: 2(g-1) intra steps + the rail's (2(n-1) ring, log2 n
-// recursive doubling).
+// and inter 2(n-1)/n·N/g (ring rail), so a node's link carries 2(n-1)/n·N;
+// the flat ring over node-contiguous ranks puts 2(P-1)/P·N on it (1.5 N
+// against N at 2x2, 1.75 N against N at 2x4). Latency: 2(g-1) intra steps +
+// the rail's (2(n-1) ring, log2 n recursive doubling). The three stages run
+// one after the other (no overlap between a piece's rail transfer and the
+// next piece's intra-node work); that overlap is the next thing to add if the
+// throttled benchmark (benchmarks/allreduce_multihost.py) shows idle links.
 #include "algorithms/select.h"
 #include "common/reduce.h"
 
