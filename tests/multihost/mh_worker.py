@@ -48,8 +48,8 @@ CASES = [
 
 def _algorithms() -> list[str]:
     """distx's own choice ("auto"), and each hierarchical algorithm forced
-    through DISTX_ALGO (read at every call) where this build has them."""
-    return ["auto", "hierarchical", "leaders"] if hasattr(torch_distx, "topology") else ["auto"]
+    through DISTX_ALGO (read at every call)."""
+    return ["auto", "hierarchical", "leaders"]
 
 
 def _set_algo(algo: str) -> None:
@@ -98,7 +98,7 @@ def allreduce(out_dir: str) -> dict:
            "boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(),
            "local_world_size": int(os.environ["LOCAL_WORLD_SIZE"]), "cases": cases,
            "probe_bytes": 2 * big.numel() * 4, "probe_ok": ok_big, "algorithms": _algorithms(),
-           "topology": torch_distx.topology() if hasattr(torch_distx, "topology") else None}
+           "topology": torch_distx.topology()}
     dist.destroy_process_group()
     return res
 
