@@ -24,10 +24,13 @@ if _build_info.UCX_FROM_WHEEL:  # built against the PyPI libucx wheel: load its 
 
 from . import _C  # noqa: E402
 from ._register import register  # noqa: E402
+from .compression import compression_stats  # noqa: E402
 from .monitored import monitored_barrier  # noqa: E402
 from ._topology import local_host, topology  # noqa: E402
+from .options import Options  # noqa: E402
 
-__all__ = ["local_host", "monitored_barrier", "register", "topology", "ucx_version", "__version__"]
+__all__ = ["Options", "compression_stats", "local_host", "monitored_barrier", "register", "topology",
+           "ucx_version", "__version__"]
 __version__ = "0.1.0"
 
 

@@ -17,14 +17,17 @@ def _create_backend(dist_opts, backend_opts=None):
     """Creator torch calls once per process group (extended API)."""
     from . import _C
 
-    if backend_opts is not None:
-        raise ValueError(f"distx: pg_options are not supported yet (got {type(backend_opts).__name__})")
+    from .options import Options
+
+    if backend_opts is not None and not isinstance(backend_opts, Options):
+        raise TypeError(f"distx: pg_options must be a torch_distx.Options, got {type(backend_opts).__name__}")
     return _C._create_backend(
         dist_opts.store,
         dist_opts.group_rank,
         dist_opts.group_size,
         dist_opts.timeout.total_seconds(),
         dist_opts.group_id,
+        backend_opts._as_strings() if backend_opts is not None else {},
     )
 
 

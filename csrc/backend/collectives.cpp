@@ -37,10 +37,19 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce(std::vector<at::Tens
     return allreduceSparse(tensors[0], opts);  // Note [Sparse all-reduce]
   const at::Tensor& t = singleTensor(tensors, "all_reduce");
   const ReduceSpec spec = toReduceOp(opts.reduceOp, t.scalar_type(), "all_reduce");
+  // Note [Compression switch]
+  const bool compress = compressor_->compresses(
+      t.scalar_type(), t.device(), static_cast<int64_t>(t.nbytes()), spec.op, spec.preMul);
+  const BucketKey key{reinterpret_cast<uintptr_t>(t.data_ptr()), t.numel()};
+  Compressor* compressor = compressor_.get();
   return enqueue(c10d::OpType::ALLREDUCE, "all_reduce", opts.timeout, {t},
-                 [t, spec](CollectiveContext& ctx) {
+                 [t, spec, compress, key, compressor](CollectiveContext& ctx) {
                    Contig c(t);
-                   runAllreduce(ctx, c.buf, spec);
+                   if (compress) {
+                     compressor->run(ctx, c.buf, spec.op, key);
+                   } else {
+                     runAllreduce(ctx, c.buf, spec);
+                   }
                    c.writeBack();
                  });
 }
@@ -58,13 +67,27 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(
   const ReduceSpec spec =
       toReduceOp(opts.reduceOp, tensors[0].scalar_type(), "all_reduce_coalesced");
   std::vector<at::Tensor> ts = tensors;
+  int64_t bytes = 0, numel = 0;
+  for (const auto& t : ts) {
+    bytes += static_cast<int64_t>(t.nbytes());
+    numel += t.numel();
+  }
+  // Note [Compression switch]: the whole coalesced buffer is one bucket.
+  const bool compress =
+      compressor_->compresses(ts[0].scalar_type(), ts[0].device(), bytes, spec.op, spec.preMul);
+  const BucketKey key{reinterpret_cast<uintptr_t>(ts[0].data_ptr()), numel};
+  Compressor* compressor = compressor_.get();
   return enqueue(c10d::OpType::ALLREDUCE_COALESCED, "all_reduce_coalesced", opts.timeout, ts,
-                 [ts, spec](CollectiveContext& ctx) {
+                 [ts, spec, compress, key, compressor](CollectiveContext& ctx) {
                    std::vector<at::Tensor> flat;
                    for (const auto& t : ts)
                      flat.push_back(t.reshape({-1}));
                    at::Tensor buf = at::cat(flat);
-                   runAllreduce(ctx, buf, spec);
+                   if (compress) {
+                     compressor->run(ctx, buf, spec.op, key);
+                   } else {
+                     runAllreduce(ctx, buf, spec);
+                   }
                    int64_t off = 0;
                    for (const auto& t : ts) {
                      t.copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));

@@ -51,6 +51,9 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
       }()) {
   TORCH_CHECK_VALUE(size >= 1 && rank >= 0 && rank < size, "distx: invalid rank ", rank,
                     " for world size ", size);
+  compressor_ = std::make_unique<Compressor>(
+      config.compress, rank, size,
+      detail::concat("[distx rank ", rank, "/", size, " pg ", config.groupName, " all_reduce"));
   try {
     selectAllreduce(0, Topology::flat(size), env::forcedAlgorithm());  // validates DISTX_ALGO now
   } catch (const Error& e) {
@@ -69,6 +72,7 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   } catch (const Error& e) {
     C10_THROW_ERROR(DistBackendError, prefix("init", 0) + " " + e.what());
   }
+  checkCompressionAgrees(config.compress);
   DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "UCX ", ucx::UcxTransport::version(), ", chunk ",
             chunkBytes_, " B, timeout ", timeout_.count(), " ms");
   completions_ = std::make_unique<CompletionPool>();
@@ -83,6 +87,21 @@ ProcessGroupDistx::~ProcessGroupDistx() {
     if (liveness_) liveness_->leave();
     transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
   }
+}
+
+// Note [Compression switch]: a rank that compresses while its peers do not
+// would send messages of another size; say so at creation instead.
+void ProcessGroupDistx::checkCompressionAgrees(const compression::Config& mine) {
+  const std::string desc = mine.describe();
+  bootstrap_->set("compress_cfg/" + std::to_string(rank_),
+                  std::vector<uint8_t>(desc.begin(), desc.end()));
+  if (rank_ == 0) return;
+  const auto root = bootstrap_->get("compress_cfg/0");
+  const std::string theirs(root.begin(), root.end());
+  TORCH_CHECK_VALUE(theirs == desc, prefix("init", 0), " compression settings differ: rank ", rank_,
+                    " has '", desc, "' (", mine.source.empty() ? "defaults" : mine.source,
+                    ") but rank 0 has '", theirs,
+                    "'; set DISTX_COMPRESS* / pg_options alike on every rank");
 }
 
 void ProcessGroupDistx::onPeerDeath(int deadRank, const std::string& how) {
@@ -253,10 +272,38 @@ void ProcessGroupDistx::abort() {
 
 c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, double timeoutSeconds,
-    const std::string& groupName) {
+    const std::string& groupName, const std::map<std::string, std::string>& options) {
   ProcessGroupDistx::Config config;
   config.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000.0));
   config.groupName = groupName;
+  compression::Fields fromOptions, fromEnv;
+  const std::pair<const char*, std::optional<std::string> compression::Fields::*> fields[] = {
+      {"compress", &compression::Fields::compress},
+      {"compress_ef", &compression::Fields::errorFeedback},
+      {"compress_min_bytes", &compression::Fields::minBytes},
+      {"compress_scope", &compression::Fields::scope},
+      {"compress_log_every", &compression::Fields::logEvery},
+  };
+  for (const auto& [name, member] : fields) {
+    auto it = options.find(name);
+    if (it != options.end()) fromOptions.*member = it->second;
+  }
+  for (const auto& [name, _] : options) {
+    bool known = false;
+    for (const auto& f : fields)
+      known = known || name == f.first;
+    TORCH_CHECK_VALUE(known, "distx: unknown option '", name, "'");
+  }
+  fromEnv.compress = env::raw("DISTX_COMPRESS");
+  fromEnv.errorFeedback = env::raw("DISTX_COMPRESS_EF");
+  fromEnv.minBytes = env::raw("DISTX_COMPRESS_MIN_BYTES");
+  fromEnv.scope = env::raw("DISTX_COMPRESS_SCOPE");
+  fromEnv.logEvery = env::raw("DISTX_COMPRESS_LOG_EVERY");
+  try {
+    config.compress = compression::resolve(fromOptions, fromEnv);
+  } catch (const Error& e) {
+    TORCH_CHECK_VALUE(false, "distx: ", e.what());
+  }
   return c10::make_intrusive<ProcessGroupDistx>(store, rank, size, config);
 }
 

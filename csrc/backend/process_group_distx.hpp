@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,6 +23,7 @@
 
 #include "algorithms/algorithm.h"
 #include "backend/completion_pool.hpp"
+#include "backend/compressor.hpp"
 #include "backend/consistency_check.hpp"
 #include "backend/work.hpp"
 
@@ -39,6 +41,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   struct Config {
     std::chrono::milliseconds timeout{30 * 60 * 1000};
     std::string groupName;
+    compression::Config compress;  // Note [Compression switch]
   };
 
   ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
@@ -115,6 +118,8 @@ class ProcessGroupDistx final : public c10d::Backend {
   const Topology& topology() const { return topology_; }
   const std::vector<HostInfo>& hosts() const { return hosts_; }
   const std::vector<std::string>& topologyNotes() const { return topologyNotes_; }
+  // Note [Compression switch]: what this group compresses, and what it did.
+  const Compressor& compressor() const { return *compressor_; }
 
  private:
   using Job = std::function<void(CollectiveContext&)>;
@@ -139,6 +144,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   void stopWorker(bool drain);
   void onPeerDeath(int deadRank, const std::string& how);
   void discoverTopology(Deadline deadline);
+  void checkCompressionAgrees(const compression::Config& mine);
   // collectives_sparse.cpp (Note [Sparse all-reduce]): allreduce of one sparse COO tensor.
   c10::intrusive_ptr<c10d::Work> allreduceSparse(const at::Tensor& t,
                                                  const c10d::AllreduceOptions& opts);
@@ -157,6 +163,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   Topology topology_;
   std::vector<HostInfo> hosts_;
   std::vector<std::string> topologyNotes_;
+  std::unique_ptr<Compressor> compressor_;  // Note [Compression switch]
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -175,8 +182,10 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::shared_ptr<P2PEngine> p2p_;       // guarded by mu_
 };
 
+// `options`: the fields of torch_distx.Options the user set (compress,
+// compress_ef, compress_min_bytes, compress_scope, compress_log_every), as strings.
 c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, double timeoutSeconds,
-    const std::string& groupName);
+    const std::string& groupName, const std::map<std::string, std::string>& options = {});
 
 }  // namespace distx

@@ -33,6 +33,16 @@ const std::vector<Var>& all() {
       {"DISTX_SPIN_US", "auto",
        "microseconds a waiting thread polls before sleeping (auto: 2000, or 50 when ranks > "
        "cores)"},
+      {"DISTX_COMPRESS", "",
+       "fp16 | bf16 | topk:<ratio>: compress the group's floating SUM/AVG all-reduces "
+       "(pg_options beat it; docs/compression.md)"},
+      {"DISTX_COMPRESS_EF", "1",
+       "top-k error feedback: 1 keeps what was not sent for the next step"},
+      {"DISTX_COMPRESS_MIN_BYTES", "65536", "smaller all-reduces are never compressed"},
+      {"DISTX_COMPRESS_SCOPE", "inter",
+       "inter: across hosts compress only the inter-node stage; all: compress the flat path"},
+      {"DISTX_COMPRESS_LOG_EVERY", "0",
+       "N > 0: an INFO line with the compression counters every N compressed all-reduces"},
   };
   return vars;
 }
@@ -88,6 +98,12 @@ long long spinMicros() {
 
 bool livenessEnabled() {
   return flag("DISTX_LIVENESS", "1");
+}
+
+std::optional<std::string> raw(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  return std::string(v);
 }
 
 }  // namespace distx::env

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,5 +38,11 @@ long long spinMicros();
 
 // DISTX_LIVENESS=0 turns off the dead-peer detector (default on).
 bool livenessEnabled();
+
+// The raw value of a variable of the table, nullopt when unset or empty. The
+// compression switch (DISTX_COMPRESS, DISTX_COMPRESS_EF, DISTX_COMPRESS_MIN_BYTES,
+// DISTX_COMPRESS_SCOPE, DISTX_COMPRESS_LOG_EVERY) is read this way and validated,
+// merged with pg_options, by compression::resolve (compression/config.h).
+std::optional<std::string> raw(const char* name);
 
 }  // namespace distx::env

@@ -1,4 +1,5 @@
 // torch_distx._C: the backend factory and build/runtime facts for Python.
+#include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include "backend/process_group_distx.hpp"
@@ -12,6 +13,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "torch-distx native extension";
   m.def("_create_backend", &distx::createProcessGroupDistx, py::arg("store"), py::arg("rank"),
         py::arg("size"), py::arg("timeout_seconds"), py::arg("group_name"),
+        py::arg("options") = std::map<std::string, std::string>{},
         py::call_guard<py::gil_scoped_release>(),
         "Creates the distx c10d backend for one process group (called by torch.distributed).");
   m.def(
@@ -65,6 +67,30 @@ PYBIND11_MODULE(_C, m) {
         return d;
       },
       "This process's host record (what it publishes at group creation).");
+  m.def(
+      "_compression_stats",
+      [](const c10::intrusive_ptr<c10d::Backend>& backend) {
+        auto* pg = dynamic_cast<distx::ProcessGroupDistx*>(backend.get());
+        TORCH_CHECK_VALUE(pg != nullptr, "compression_stats: not a distx process group");
+        const auto& c = pg->compressor().counters();
+        const auto& cfg = pg->compressor().config();
+        py::dict fallbacks;
+        fallbacks["density"] = c.fallbackDensity.load();
+        fallbacks["non_finite"] = c.fallbackNonFinite.load();
+        py::dict d;
+        d["method"] = distx::compression::methodName(cfg.method);
+        d["config"] = cfg.describe();
+        d["source"] = cfg.source;
+        d["calls"] = c.calls.load();
+        d["exact_calls"] = c.exactCalls.load();
+        d["input_bytes"] = c.inputBytes.load();
+        d["bytes_before"] = c.denseBytes.load();
+        d["bytes_after"] = c.wireBytes.load();
+        d["fallbacks"] = fallbacks;
+        d["codec_seconds"] = c.codecNanos.load() / 1e9;
+        return d;
+      },
+      py::arg("backend"), "Counters of a distx group's compressed all-reduces");
   m.def("ucx_version", &distx::ucx::UcxTransport::version, "UCX version loaded at run time");
   m.def(
       "env_vars",
