@@ -1,11 +1,19 @@
-// Runs P ranks as P threads over the in-memory transport.
+// Runs P ranks as P threads over the in-memory transport, in either of its
+// protocols (eager or rendezvous, see local_transport.h). Algorithm tests
+// derive from RanksTest and instantiate with bothProtocols(): every case then
+// runs once with sends that complete at once and once with sends that
+// complete only when matched, as UCX's rendezvous does for large messages.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "algorithms/algorithm.h"
@@ -27,10 +35,16 @@ struct Rank {
   }
 };
 
+// The protocol runRanks() gives a fabric it creates (RanksTest sets it per case).
+inline LocalProtocol& harnessProtocol() {
+  static LocalProtocol protocol = LocalProtocol::kEager;
+  return protocol;
+}
+
 // Runs fn on every rank; rethrows the first exception; returns per-rank bytes sent.
 inline std::vector<uint64_t> runRanks(int P, const std::function<void(Rank&)>& fn,
                                       std::shared_ptr<LocalFabric> fabric = nullptr) {
-  if (!fabric) fabric = std::make_shared<LocalFabric>(P);
+  if (!fabric) fabric = std::make_shared<LocalFabric>(P, harnessProtocol());
   std::vector<std::unique_ptr<LocalTransport>> transports;
   for (int r = 0; r < P; ++r)
     transports.push_back(fabric->transport(r));
@@ -55,6 +69,28 @@ inline std::vector<uint64_t> runRanks(int P, const std::function<void(Rank&)>& f
   for (auto& t : transports)
     bytes.push_back(t->bytesSent());
   return bytes;
+}
+
+using RanksParam = std::tuple<int, LocalProtocol>;
+
+// A test over P thread ranks in one protocol: ranks() is P; runRanks() inside
+// the test uses the protocol.
+class RanksTest : public ::testing::TestWithParam<RanksParam> {
+ protected:
+  void SetUp() override { harnessProtocol() = std::get<1>(GetParam()); }
+  void TearDown() override { harnessProtocol() = LocalProtocol::kEager; }
+  int ranks() const { return std::get<0>(GetParam()); }
+  LocalProtocol protocol() const { return std::get<1>(GetParam()); }
+};
+
+// P in [lo, hi) x {eager, rendezvous}, named e.g. "P3_rendezvous".
+inline auto bothProtocols(int lo = 1, int hi = 9) {
+  return ::testing::Combine(::testing::Range(lo, hi),
+                            ::testing::Values(LocalProtocol::kEager, LocalProtocol::kRendezvous));
+}
+inline std::string ranksParamName(const ::testing::TestParamInfo<RanksParam>& info) {
+  return "P" + std::to_string(std::get<0>(info.param)) + "_" +
+         localProtocolName(std::get<1>(info.param));
 }
 
 }  // namespace distx::testing

@@ -58,10 +58,10 @@ void check(int P, size_t count, const ReduceCase& c, bool withScratch) {
   }
 }
 
-class RecursiveDoubling : public ::testing::TestWithParam<int> {};
+class RecursiveDoubling : public RanksTest {};
 
 TEST_P(RecursiveDoubling, EverySupportedDtypeAndOpExact) {
-  const int P = GetParam();
+  const int P = ranks();
   for (const auto& c : supportedReduceCases()) {
     for (size_t count : countsFor(P))
       check(P, count, c, /*withScratch=*/count % 2 == 1);
@@ -69,7 +69,7 @@ TEST_P(RecursiveDoubling, EverySupportedDtypeAndOpExact) {
 }
 
 TEST_P(RecursiveDoubling, RandomFloatsAreBitIdenticalOnEveryRank) {
-  const int P = GetParam();
+  const int P = ranks();
   const size_t n = 4099;
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kProduct}) {
     std::vector<std::vector<float>> bufs(P, std::vector<float>(n));
@@ -95,7 +95,7 @@ TEST_P(RecursiveDoubling, RandomFloatsAreBitIdenticalOnEveryRank) {
 }
 
 TEST_P(RecursiveDoubling, LargeVectorMatchesRing) {
-  const int P = GetParam();
+  const int P = ranks();
   const size_t n = 100003;
   std::vector<std::vector<double>> a(P, std::vector<double>(n)), b;
   for (int r = 0; r < P; ++r) {
@@ -113,8 +113,7 @@ TEST_P(RecursiveDoubling, LargeVectorMatchesRing) {
     ASSERT_EQ(a[r], b[r]) << "P=" << P << " rank " << r;
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, RecursiveDoubling, ::testing::Range(1, 9),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, RecursiveDoubling, bothProtocols(), ranksParamName);
 
 TEST(RecursiveDoublingFailure, MissingRankTimesOutNamingThePeer) {
   try {

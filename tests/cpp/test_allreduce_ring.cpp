@@ -1,84 +1,44 @@
-// Ring all-reduce over 1-8 thread ranks: exact results for closed-form inputs,
-// every dtype x op of the foundation matrix, and the ring's traffic formula.
+// Ring all-reduce over 1-8 thread ranks, eager and rendezvous: exact results
+// for closed-form inputs, every (dtype, op) pair reduceInto() supports
+// (reduce_oracle.h), and the ring's traffic formula.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <set>
 #include <string>
 
 #include "algorithms/algorithm.h"
 #include "common/reduce.h"
 #include "harness.h"
-#include "values.h"
+#include "reduce_oracle.h"
 
 namespace distx::testing {
 namespace {
-
-// Inputs chosen so every partial result is exact in every dtype (|x| <= 256).
-double input(ReduceOp op, int r, size_t i) {
-  switch (op) {
-    case ReduceOp::kProduct:
-      return 1 + ((r + i) % 2);  // product <= 2^8
-    case ReduceOp::kMin:
-    case ReduceOp::kMax:
-      return static_cast<double>((r * 3 + i) % 11) - 5;
-    default:
-      return (r + 1) * static_cast<double>(i % 7 + 1);  // sum <= 36 * 7
-  }
-}
-
-double expected(ReduceOp op, DType dt, int P, size_t i) {
-  double acc = input(op, 0, i);
-  for (int r = 1; r < P; ++r) {
-    const double x = input(op, r, i);
-    switch (op) {
-      case ReduceOp::kProduct:
-        acc *= x;
-        break;
-      case ReduceOp::kMin:
-        acc = std::min(acc, x);
-        break;
-      case ReduceOp::kMax:
-        acc = std::max(acc, x);
-        break;
-      default:
-        acc += x;
-        break;
-    }
-  }
-  if (op == ReduceOp::kAvg) {
-    acc = isFloating(dt) ? acc / P : std::trunc(acc / P);
-  }
-  return roundTrip(dt, acc);
-}
-
-struct Case {
-  DType dt;
-  ReduceOp op;
-};
 
 std::vector<size_t> countsFor(int P) {
   return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 13, 1031};
 }
 
-void checkAllreduce(int P, size_t count, DType dt, ReduceOp op, size_t chunkBytes) {
-  const size_t elem = dtypeSize(dt);
-  std::vector<std::vector<uint8_t>> bufs(P, std::vector<uint8_t>(count * elem + 1));
-  for (int r = 0; r < P; ++r) {
-    for (size_t i = 0; i < count; ++i)
-      put(dt, bufs[r].data(), i, input(op, r, i));
-  }
+void checkAllreduce(int P, size_t count, const ReduceCase& c, size_t chunkBytes) {
+  const size_t elem = dtypeSize(c.dt);
+  std::vector<std::vector<uint8_t>> bufs;
+  for (int r = 0; r < P; ++r)
+    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
   auto bytes = runRanks(P, [&](Rank& rk) {
     auto ctx = rk.ctx(7, std::chrono::seconds(30), chunkBytes);
-    allreduceRing(ctx, bufs[rk.rank].data(), count, dt, op);
+    allreduceRing(ctx, bufs[rk.rank].data(), count, c.dt, c.op);
   });
-  const double tol = (op == ReduceOp::kAvg && isFloating(dt)) ? 1e-6 : 0.0;
+  const double tol = oracleTolerance(c.dt, c.op);
   for (int r = 0; r < P; ++r) {
     for (size_t i = 0; i < count; ++i) {
-      const double want = expected(op, dt, P, i), got = get(dt, bufs[r].data(), i);
+      const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, bufs[r].data(), i);
       ASSERT_NEAR(got, want, tol * std::abs(want))
-          << "P=" << P << " count=" << count << " " << dtypeName(dt) << " " << reduceOpName(op)
-          << " rank " << r << " index " << i;
+          << "P=" << P << " count=" << count << " " << c.name() << " rank " << r << " index " << i;
     }
+    // Every rank ends with the same bytes (complex: imaginary parts too).
+    ASSERT_EQ(0, std::memcmp(bufs[r].data(), bufs[0].data(), count * elem))
+        << "ranks 0 and " << r << " differ, P=" << P << " " << c.name();
   }
   // Traffic: rank r sends every segment but (r+1) in reduce-scatter and every
   // segment but (r+2) in all-gather.
@@ -90,33 +50,40 @@ void checkAllreduce(int P, size_t count, DType dt, ReduceOp op, size_t chunkByte
   }
 }
 
-class RingAllreduce : public ::testing::TestWithParam<int> {};
+class RingAllreduce : public RanksTest {};
 
-TEST_P(RingAllreduce, EveryDtypeAndOpExact) {
-  const int P = GetParam();
-  const DType dtypes[] = {DType::kFloat32,  DType::kFloat64, DType::kFloat16,
-                          DType::kBFloat16, DType::kInt32,   DType::kInt64};
-  const ReduceOp ops[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMin, ReduceOp::kMax,
-                          ReduceOp::kProduct};
-  for (DType dt : dtypes) {
-    for (ReduceOp op : ops) {
-      for (size_t count : countsFor(P))
-        checkAllreduce(P, count, dt, op, 64);  // many chunks
-    }
+// Every (dtype, op) pair reduceInto() supports: the ring is the default
+// above the small-message threshold for all of them.
+TEST_P(RingAllreduce, EverySupportedDtypeAndOpExact) {
+  const int P = ranks();
+  for (const auto& c : supportedReduceCases()) {
+    for (size_t count : countsFor(P))
+      checkAllreduce(P, count, c, 64);  // many chunks
   }
 }
 
-TEST_P(RingAllreduce, OverOneMillionElements) {
-  const int P = GetParam();
-  const size_t n = (1u << 20) + 7;
-  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax})
-    checkAllreduce(P, n, DType::kFloat32, op, 1 << 16);
-  checkAllreduce(P, n, DType::kBFloat16, ReduceOp::kSum, 1 << 16);
-  checkAllreduce(P, n, DType::kInt64, ReduceOp::kAvg, 1 << 16);
+TEST(RingAllreduceMatrix, CoversEveryDtypeAndBitwiseOp) {
+  std::set<DType> dtypes;
+  std::set<ReduceOp> ops;
+  for (const auto& c : supportedReduceCases()) {
+    dtypes.insert(c.dt);
+    ops.insert(c.op);
+  }
+  EXPECT_EQ(dtypes.size(),
+            12u);             // float32/64, fp16, bf16, int8/16/32/64, uint8, bool, complex64/128
+  EXPECT_EQ(ops.size(), 8u);  // sum avg product min max band bor bxor
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, RingAllreduce, ::testing::Range(1, 9),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+TEST_P(RingAllreduce, OverOneMillionElements) {
+  const int P = ranks();
+  const size_t n = (1u << 20) + 7;
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax})
+    checkAllreduce(P, n, {DType::kFloat32, op}, 1 << 16);
+  checkAllreduce(P, n, {DType::kBFloat16, ReduceOp::kSum}, 1 << 16);
+  checkAllreduce(P, n, {DType::kInt64, ReduceOp::kAvg}, 1 << 16);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, RingAllreduce, bothProtocols(), ranksParamName);
 
 TEST(RingAllreduceFailure, MissingRankTimesOutWithPeerInMessage) {
   auto fabric = std::make_shared<LocalFabric>(3);

@@ -68,15 +68,15 @@ void check(int P, int rule) {
   }
 }
 
-class AlltoallPairwise : public ::testing::TestWithParam<int> {};
+class AlltoallPairwise : public RanksTest {};
 
 TEST_P(AlltoallPairwise, EqualAndUnevenBlocks) {
   for (int rule = 0; rule < 5; ++rule)
-    check(GetParam(), rule);
+    check(ranks(), rule);
 }
 
 TEST_P(AlltoallPairwise, InPlaceOwnBlock) {
-  const int P = GetParam();
+  const int P = ranks();
   const size_t n = 17;
   std::vector<std::vector<uint8_t>> in(P, std::vector<uint8_t>(n * P)),
       out(P, std::vector<uint8_t>(n * P, 0));
@@ -108,8 +108,7 @@ TEST_P(AlltoallPairwise, InPlaceOwnBlock) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, AlltoallPairwise, ::testing::Range(1, 9),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, AlltoallPairwise, bothProtocols(), ranksParamName);
 
 TEST(AlltoallPairwiseFailure, DisagreeingSplitsAreAnErrorNotAHang) {
   // Rank 0 expects 8 bytes from rank 1, which sends 4 (and 0 expects what 1 sends).

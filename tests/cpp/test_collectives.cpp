@@ -14,10 +14,10 @@ uint8_t byteOf(int r, size_t i) {
   return static_cast<uint8_t>(r * 31 + i * 7 + 1);
 }
 
-class Collectives : public ::testing::TestWithParam<int> {};
+class Collectives : public RanksTest {};
 
 TEST_P(Collectives, AllgatherRingPlacesEveryBlock) {
-  const int P = GetParam();
+  const int P = ranks();
   for (size_t blockBytes : {size_t(0), size_t(1), size_t(5), size_t(4099), size_t(100000)}) {
     // out[r] holds P separate blocks (list form), each rank fills its own.
     std::vector<std::vector<std::vector<uint8_t>>> out(
@@ -45,7 +45,7 @@ TEST_P(Collectives, AllgatherRingPlacesEveryBlock) {
 }
 
 TEST_P(Collectives, BroadcastTreeFromEveryRoot) {
-  const int P = GetParam();
+  const int P = ranks();
   for (int root = 0; root < P; ++root) {
     for (size_t n : {size_t(0), size_t(1), size_t(4097), size_t(65536 * 3 + 1)}) {
       std::vector<std::vector<uint8_t>> bufs(P, std::vector<uint8_t>(n, 0));
@@ -66,7 +66,7 @@ TEST_P(Collectives, BroadcastTreeFromEveryRoot) {
 }
 
 TEST_P(Collectives, BarrierWaitsForEveryone) {
-  const int P = GetParam();
+  const int P = ranks();
   std::atomic<int> arrived{0};
   runRanks(P, [&](Rank& rk) {
     if (rk.rank == P - 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -77,8 +77,7 @@ TEST_P(Collectives, BarrierWaitsForEveryone) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, Collectives, ::testing::Range(1, 9),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, Collectives, bothProtocols(), ranksParamName);
 
 TEST(Collectives, ConcurrentSequencesDoNotMix) {
   // Two collectives with different sequence numbers in flight at once must not

@@ -19,10 +19,10 @@ std::vector<size_t> sizesFor(int P) {
   return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 10007, 300001};
 }
 
-class GatherScatter : public ::testing::TestWithParam<int> {};
+class GatherScatter : public RanksTest {};
 
 TEST_P(GatherScatter, GatherPlacesEveryBlockAtTheRoot) {
-  const int P = GetParam();
+  const int P = ranks();
   for (int root = 0; root < P; ++root) {
     for (size_t n : sizesFor(P)) {
       std::vector<std::vector<uint8_t>> in(P, std::vector<uint8_t>(n));
@@ -49,7 +49,7 @@ TEST_P(GatherScatter, GatherPlacesEveryBlockAtTheRoot) {
 }
 
 TEST_P(GatherScatter, ScatterDeliversEachRankItsBlock) {
-  const int P = GetParam();
+  const int P = ranks();
   for (int root = 0; root < P; ++root) {
     for (size_t n : sizesFor(P)) {
       std::vector<std::vector<uint8_t>> in(P, std::vector<uint8_t>(n));
@@ -76,7 +76,7 @@ TEST_P(GatherScatter, ScatterDeliversEachRankItsBlock) {
 }
 
 TEST_P(GatherScatter, RootBlockMayAliasItsOwnSlot) {
-  const int P = GetParam();
+  const int P = ranks();
   const size_t n = 33;
   std::vector<std::vector<uint8_t>> bufs(P, std::vector<uint8_t>(n * P, 0));
   for (int r = 0; r < P; ++r) {
@@ -96,8 +96,7 @@ TEST_P(GatherScatter, RootBlockMayAliasItsOwnSlot) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, GatherScatter, ::testing::Range(1, 9),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, GatherScatter, bothProtocols(), ranksParamName);
 
 TEST(GatherScatterFailure, SizeMismatchIsAnErrorNotAHang) {
   // Rank 1 sends fewer bytes than the root expects.

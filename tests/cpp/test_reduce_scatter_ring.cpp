@@ -34,10 +34,10 @@ void check(int P, size_t block, const ReduceCase& c, size_t chunkBytes) {
   }
 }
 
-class ReduceScatterRing : public ::testing::TestWithParam<int> {};
+class ReduceScatterRing : public RanksTest {};
 
 TEST_P(ReduceScatterRing, EverySupportedDtypeAndOpExact) {
-  const int P = GetParam();
+  const int P = ranks();
   const size_t blocks[] = {
       0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 13, 1031};
   for (const auto& c : supportedReduceCases()) {
@@ -47,13 +47,12 @@ TEST_P(ReduceScatterRing, EverySupportedDtypeAndOpExact) {
 }
 
 TEST_P(ReduceScatterRing, LargeBlocks) {
-  const int P = GetParam();
+  const int P = ranks();
   check(P, 100003, {DType::kFloat32, ReduceOp::kSum}, 1 << 16);
   check(P, 100003, {DType::kBFloat16, ReduceOp::kAvg}, 4096);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, ReduceScatterRing, ::testing::Range(1, 9),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, ReduceScatterRing, bothProtocols(), ranksParamName);
 
 }  // namespace
 }  // namespace distx::testing

@@ -41,10 +41,10 @@ void check(int P, int root, size_t count, const ReduceCase& c, size_t chunkBytes
   }
 }
 
-class ReduceTree : public ::testing::TestWithParam<int> {};
+class ReduceTree : public RanksTest {};
 
 TEST_P(ReduceTree, EveryRootDtypeAndOpExact) {
-  const int P = GetParam();
+  const int P = ranks();
   for (int root = 0; root < P; ++root) {
     for (const auto& c : supportedReduceCases()) {
       for (size_t count : countsFor(P))
@@ -54,13 +54,12 @@ TEST_P(ReduceTree, EveryRootDtypeAndOpExact) {
 }
 
 TEST_P(ReduceTree, LargeVectorManyChunks) {
-  const int P = GetParam();
+  const int P = ranks();
   check(P, P / 2, 300007, {DType::kFloat32, ReduceOp::kSum}, 4096);
   check(P, P - 1, 300007, {DType::kInt64, ReduceOp::kMax}, 1 << 16);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ranks, ReduceTree, ::testing::Range(1, 9),
-                         [](const auto& info) { return "P" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Ranks, ReduceTree, bothProtocols(), ranksParamName);
 
 TEST(ReduceTreeFailure, BadRootIsInvalidArgument) {
   std::vector<float> v(4);

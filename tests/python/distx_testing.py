@@ -375,5 +375,10 @@ class CaseTable:
         out = self._worlds[ws]
         if isinstance(out, AssertionError):
             pytest.fail(f"the {ws}-rank world failed:\n{out}", pytrace=False)
-        errors = {r: per_rank[name] for r, per_rank in enumerate(out) if per_rank.get(name)}
+        # A case a rank never reported (it stopped early, or cases() named
+        # other cases in the child) fails: only an explicit None is a pass.
+        errors = {r: ("case missing from this rank's results (never ran)" if name not in per_rank
+                      else per_rank[name])
+                  for r, per_rank in enumerate(out) if name not in per_rank or per_rank[name] is not None}
+        assert len(out) == ws, f"{len(out)} results for a {ws}-rank world"
         assert not errors, "\n".join(f"rank {r}: {msg}" for r, msg in errors.items())

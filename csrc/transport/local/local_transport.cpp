@@ -11,7 +11,8 @@ struct LocalFabric::State {
   uint64_t mask = 0;
   int peer = -1;  // recv: expected source (-1 any); send: destination
   void* buf = nullptr;
-  size_t capacity = 0;
+  const void* sendBuf = nullptr;  // rendezvous send: read when a receive matches
+  size_t capacity = 0;            // recv: buffer size; rendezvous send: payload size
   bool isRecv = false;
   bool done = false;
   std::string error;
@@ -19,39 +20,73 @@ struct LocalFabric::State {
   int source = -1;
 };
 
+const char* localProtocolName(LocalProtocol p) {
+  return p == LocalProtocol::kRendezvous ? "rendezvous" : "eager";
+}
+
 namespace {
 
 class LocalRequest final : public Request {
  public:
-  LocalRequest(std::shared_ptr<LocalFabric::State> s, std::mutex& mu,
-               std::list<std::shared_ptr<LocalFabric::State>>* posted = nullptr)
-      : state_(std::move(s)), mu_(mu), posted_(posted) {}
-  // An abandoned receive must not keep a pointer into the caller's buffer.
+  // box >= 0: the request may still be queued in that rank's mailbox.
+  LocalRequest(std::shared_ptr<LocalFabric::State> s, std::shared_ptr<LocalFabric> fabric,
+               int box = -1)
+      : state_(std::move(s)), fabric_(std::move(fabric)), box_(box) {}
+  // An abandoned request must not keep a pointer into the caller's buffer.
   ~LocalRequest() override {
-    if (!posted_) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!state_->done) posted_->remove(state_);
+    if (box_ >= 0) fabric_->cancel(state_, box_);
   }
   bool test() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(mutex());
     if (!state_->error.empty()) throw TransportError(state_->error);
     return state_->done;
   }
   size_t receivedBytes() const override { return state_->received; }
   int source() const override { return state_->source; }
+  std::mutex& mutex() { return fabric_->mutexForRequests(); }
   std::shared_ptr<LocalFabric::State> state_;
-  std::mutex& mu_;
-  std::list<std::shared_ptr<LocalFabric::State>>* posted_;
+  std::shared_ptr<LocalFabric> fabric_;
+  int box_;
 };
+
+// Delivers `bytes` from `data` (sent by `src`) into the posted receive `r`.
+void deliver(LocalFabric::State& r, int src, const void* data, size_t bytes) {
+  if (bytes > r.capacity) {
+    r.error = detail::concat("message of ", bytes, " bytes from rank ", src, " truncated to ",
+                             r.capacity);
+  } else if (bytes > 0) {
+    std::memcpy(r.buf, data, bytes);
+  }
+  r.received = bytes;
+  r.source = src;
+  r.done = true;
+}
 
 }  // namespace
 
-LocalFabric::LocalFabric(int size) : boxes_(size), dead_(size, false), aborted_(size) {}
+LocalFabric::LocalFabric(int size, LocalProtocol protocol)
+    : protocol_(protocol), boxes_(size), dead_(size, false), aborted_(size) {}
 
 void LocalFabric::kill(int rank) {
   std::lock_guard<std::mutex> lock(mu_);
   dead_[rank] = true;
   cv_.notify_all();
+}
+
+void LocalFabric::cancel(const std::shared_ptr<State>& state, int box) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state->done) return;
+  auto& b = boxes_[box];
+  if (state->isRecv) {
+    b.posted.remove(state);
+    return;
+  }
+  for (auto it = b.unexpected.begin(); it != b.unexpected.end(); ++it) {
+    if (it->pending == state) {
+      b.unexpected.erase(it);
+      return;
+    }
+  }
 }
 
 LocalTransport::LocalTransport(std::shared_ptr<LocalFabric> fabric, int rank)
@@ -72,25 +107,23 @@ RequestPtr LocalTransport::send(int dst, uint64_t tag, const void* buf, size_t b
   for (auto it = box.posted.begin(); it != box.posted.end(); ++it) {
     auto& r = **it;
     if ((tag & r.mask) != (r.tag & r.mask) || (r.peer >= 0 && r.peer != rank_)) continue;
-    if (bytes > r.capacity) {
-      r.error = detail::concat("message of ", bytes, " bytes from rank ", rank_, " truncated to ",
-                               r.capacity);
-    } else if (bytes > 0) {
-      std::memcpy(r.buf, buf, bytes);
-    }
-    r.received = bytes;
-    r.source = rank_;
-    r.done = true;
+    deliver(r, rank_, buf, bytes);
     box.posted.erase(it);
     state->done = true;
     fabric_->cv_.notify_all();
-    return std::make_unique<LocalRequest>(state, fabric_->mu_);
+    return std::make_unique<LocalRequest>(state, fabric_);
+  }
+  if (fabric_->protocol_ == LocalProtocol::kRendezvous) {
+    state->sendBuf = buf;  // the receiver copies from here once it matches
+    state->capacity = bytes;
+    box.unexpected.push_back({tag, rank_, {}, state});
+    return std::make_unique<LocalRequest>(state, fabric_, dst);
   }
   const auto* p = static_cast<const uint8_t*>(buf);
-  box.unexpected.push_back({tag, rank_, std::vector<uint8_t>(p, p + bytes)});
+  box.unexpected.push_back({tag, rank_, std::vector<uint8_t>(p, p + bytes), nullptr});
   state->done = true;  // buffered: the send buffer is reusable at once
   fabric_->cv_.notify_all();
-  return std::make_unique<LocalRequest>(state, fabric_->mu_);
+  return std::make_unique<LocalRequest>(state, fabric_);
 }
 
 RequestPtr LocalTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, size_t bytes) {
@@ -105,20 +138,18 @@ RequestPtr LocalTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf,
   auto& box = fabric_->boxes_[rank_];
   for (auto it = box.unexpected.begin(); it != box.unexpected.end(); ++it) {
     if ((it->tag & mask) != (tag & mask) || (src >= 0 && it->src != src)) continue;
-    if (it->payload.size() > bytes) {
-      state->error = detail::concat("message of ", it->payload.size(), " bytes from rank ", it->src,
-                                    " truncated to ", bytes);
-    } else if (!it->payload.empty()) {
-      std::memcpy(buf, it->payload.data(), it->payload.size());
+    if (it->pending) {  // rendezvous: copy from the sender's buffer, completing its send
+      deliver(*state, it->src, it->pending->sendBuf, it->pending->capacity);
+      it->pending->done = true;
+      fabric_->cv_.notify_all();
+    } else {
+      deliver(*state, it->src, it->payload.data(), it->payload.size());
     }
-    state->received = it->payload.size();
-    state->source = it->src;
-    state->done = true;
     box.unexpected.erase(it);
-    return std::make_unique<LocalRequest>(state, fabric_->mu_);
+    return std::make_unique<LocalRequest>(state, fabric_);
   }
   box.posted.push_back(state);
-  return std::make_unique<LocalRequest>(state, fabric_->mu_, &box.posted);
+  return std::make_unique<LocalRequest>(state, fabric_, rank_);
 }
 
 void LocalTransport::wait(Request& req, Deadline deadline, const std::string& what) {

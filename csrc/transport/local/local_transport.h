@@ -2,6 +2,16 @@
 // A shared Fabric holds one mailbox per rank; send() copies the payload into
 // the receiver's matching posted buffer or queues it as unexpected. Fault
 // injection: Fabric::kill(rank) fails every wait involving that rank.
+//
+// Two protocols, as UCX has for small and large messages:
+//  - kEager: an unmatched send copies its payload into the receiver's queue
+//    and completes at once;
+//  - kRendezvous: an unmatched send queues only a pointer to its buffer and
+//    completes when a receive matches it, which then copies straight from the
+//    sender's buffer. An algorithm that waits on a send before posting the
+//    receive its peer needs deadlocks here (a Timeout), as it would under UCX
+//    rendezvous; one that reuses a send buffer before wait() returns delivers
+//    the wrong bytes. Destroying a pending send withdraws it.
 #pragma once
 
 #include <atomic>
@@ -17,6 +27,9 @@
 namespace distx {
 
 class LocalFabric;
+
+enum class LocalProtocol { kEager, kRendezvous };
+const char* localProtocolName(LocalProtocol p);
 
 class LocalTransport final : public Transport {
  public:
@@ -39,8 +52,9 @@ class LocalTransport final : public Transport {
 
 class LocalFabric : public std::enable_shared_from_this<LocalFabric> {
  public:
-  explicit LocalFabric(int size);
+  explicit LocalFabric(int size, LocalProtocol protocol = LocalProtocol::kEager);
   int size() const { return static_cast<int>(boxes_.size()); }
+  LocalProtocol protocol() const { return protocol_; }
   std::unique_ptr<LocalTransport> transport(int rank) {
     return std::make_unique<LocalTransport>(shared_from_this(), rank);
   }
@@ -48,18 +62,24 @@ class LocalFabric : public std::enable_shared_from_this<LocalFabric> {
   void kill(int rank);
 
   struct State;  // one posted or completed request (defined in the .cpp)
+  // Withdraws an incomplete request whose owner destroyed it (a posted
+  // receive in rank `box`'s mailbox, or a rendezvous send queued there).
+  void cancel(const std::shared_ptr<State>& state, int box);
+  std::mutex& mutexForRequests() { return mu_; }
 
  private:
   friend class LocalTransport;
   struct Message {
     uint64_t tag;
     int src;
-    std::vector<uint8_t> payload;
+    std::vector<uint8_t> payload;    // eager: a copy of the data
+    std::shared_ptr<State> pending;  // rendezvous: the sender's request (buffer and size in it)
   };
   struct Box {
     std::list<std::shared_ptr<State>> posted;
     std::deque<Message> unexpected;
   };
+  const LocalProtocol protocol_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Box> boxes_;
