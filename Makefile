@@ -56,6 +56,7 @@ $(CPP_BUILD)/build.ninja: tests/cpp/CMakeLists.txt
 test-cpp: deps venv $(CPP_BUILD)/build.ninja
 	flock build.lock cmake --build $(CPP_BUILD) -j $(NPROC)
 	$(CPP_BUILD)/distx_tests --gtest_brief=1
+	$(CPP_BUILD)/distx_ucx_tests --gtest_brief=1
 
 test-py: build
 	$(VPY) -m pytest tests/python -q
