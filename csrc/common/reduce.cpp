@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "common/error.h"
-#include "common/half.h"
+#include "common/reduce_lowp.h"
 
 namespace distx {
 namespace {
@@ -48,28 +48,6 @@ void reduceArith(void* dst, const void* src, size_t n, ReduceOp op) {
   }
 }
 
-// fp16 / bf16: widen to float, reduce, round back (the result is stored in the
-// low-precision type after each step, as NCCL and Gloo do).
-template <float (*ToF)(uint16_t), uint16_t (*FromF)(float)>
-void reduceLowp(void* dst, const void* src, size_t n, ReduceOp op) {
-  auto run = [&](auto f) {
-    apply<uint16_t>(dst, src, n, [f](uint16_t a, uint16_t b) { return FromF(f(ToF(a), ToF(b))); });
-  };
-  switch (op) {
-    case ReduceOp::kSum:
-    case ReduceOp::kAvg:
-      return run([](float a, float b) { return a + b; });
-    case ReduceOp::kProduct:
-      return run([](float a, float b) { return a * b; });
-    case ReduceOp::kMin:
-      return run([](float a, float b) { return b < a ? b : a; });
-    case ReduceOp::kMax:
-      return run([](float a, float b) { return a < b ? b : a; });
-    default:
-      break;
-  }
-}
-
 void reduceBool(void* dst, const void* src, size_t n, ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
@@ -107,13 +85,6 @@ void divide(void* data, size_t n, int divisor) {
   }
 }
 
-template <float (*ToF)(uint16_t), uint16_t (*FromF)(float)>
-void divideLowp(void* data, size_t n, int divisor) {
-  uint16_t* d = static_cast<uint16_t*>(data);
-  for (size_t i = 0; i < n; ++i)
-    d[i] = FromF(ToF(d[i]) / static_cast<float>(divisor));
-}
-
 }  // namespace
 
 bool reduceSupported(DType dt, ReduceOp op) {
@@ -147,10 +118,12 @@ void reduceInto(void* dst, const void* src, size_t count, DType dt, ReduceOp op)
       return reduceArith<float>(dst, src, count, op);
     case DType::kFloat64:
       return reduceArith<double>(dst, src, count, op);
-    case DType::kFloat16:
-      return reduceLowp<halfToFloat, floatToHalf>(dst, src, count, op);
+    case DType::kFloat16:  // widened to float, reduced, rounded back (reduce_lowp.h)
+      return lowp::reduceHalf(static_cast<uint16_t*>(dst), static_cast<const uint16_t*>(src), count,
+                              op, lowp::bestKernel());
     case DType::kBFloat16:
-      return reduceLowp<bf16ToFloat, floatToBf16>(dst, src, count, op);
+      return lowp::reduceBf16(static_cast<uint16_t*>(dst), static_cast<const uint16_t*>(src), count,
+                              op, lowp::bestKernel());
     case DType::kInt8:
       return reduceArith<int8_t>(dst, src, count, op);
     case DType::kUInt8:
@@ -177,9 +150,9 @@ void finishAvg(void* data, size_t count, DType dt, int divisor) {
     case DType::kFloat64:
       return divide<double>(data, count, divisor);
     case DType::kFloat16:
-      return divideLowp<halfToFloat, floatToHalf>(data, count, divisor);
+      return lowp::divideHalf(static_cast<uint16_t*>(data), count, divisor, lowp::bestKernel());
     case DType::kBFloat16:
-      return divideLowp<bf16ToFloat, floatToBf16>(data, count, divisor);
+      return lowp::divideBf16(static_cast<uint16_t*>(data), count, divisor, lowp::bestKernel());
     case DType::kInt8:
       return divide<int8_t>(data, count, divisor);
     case DType::kUInt8:
