@@ -14,7 +14,7 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv build demo test test-cpp test-py test-generic test-multihost test-long test-asan check-cuda-build bench bench-multihost bench-reduce format clean
+.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan check-cuda-build bench bench-multihost bench-reduce format clean
 
 # A short selection of PyTorch's generic distributed suite for `make test` (the
 # tests in it that the suite gates to gloo by name also run in alias mode, see
@@ -58,7 +58,19 @@ test-cpp: deps venv $(CPP_BUILD)/build.ninja
 	$(CPP_BUILD)/distx_tests --gtest_brief=1
 	$(CPP_BUILD)/distx_ucx_tests --gtest_brief=1
 
-test-py: build
+# Client libraries that tests/python/test_clients.py runs distx under
+# (Lightning, Accelerate). pip may not touch torch (constraint); when they
+# cannot be installed the tests skip and say why.
+CLIENT_PACKAGES := lightning accelerate
+$(VENV)/.clients: $(VENV)/.ready
+	@echo "torch==$(TORCH_VERSION)" > $(VENV)/torch-pin.txt
+	$(VPY) -m pip install -q $(CLIENT_PACKAGES) -c $(VENV)/torch-pin.txt \
+	  || echo "clients: could not install $(CLIENT_PACKAGES); tests/python/test_clients.py will skip"
+	touch $@
+
+clients: $(VENV)/.clients
+
+test-py: build clients
 	$(VPY) -m pytest tests/python -q
 
 test-generic: build
@@ -99,8 +111,10 @@ test-asan: deps venv
 	flock build.lock cmake --build build/cpp-asan -j $(NPROC)
 	ASAN_OPTIONS=detect_leaks=1 build/cpp-asan/distx_tests --gtest_brief=1
 
+# distx vs gloo all-reduce on this host, 2 and 4 ranks, both modes (~5 min).
 bench: build
-	$(VPY) -m torch_distx.bench allreduce --nproc 2
+	@$(VPY) -c "import matplotlib" 2>/dev/null || $(VPY) -m pip install -q matplotlib
+	$(VPY) benchmarks/allreduce.py --nproc 2,4 --json build/allreduce.json --plot build/allreduce.png
 
 # Hierarchical vs flat ring vs gloo across simulated hosts (root; ~10 min).
 bench-multihost: build

@@ -1,5 +1,14 @@
 """All-reduce bandwidth/latency: distx against gloo, same processes, same run.
 
+    python -m torch_distx.bench allreduce [options of benchmarks/allreduce.py]
+
+In a source checkout this runs the repository's benchmarks/allreduce.py (both
+modes, back-to-back and barrier-separated, medians with min/max over
+interleaved repetitions, the memcpy bandwidth of the machine; its --help
+lists the options). Without one (an installed wheel) it falls back to a quick
+back-to-back measurement, which flatters small messages (pipelined calls) and
+says so in its header:
+
     python -m torch_distx.bench allreduce --nproc 2 [--min-bytes 8] [--max-bytes 64M]
         [--dtype float32] [--json out.json] [--plot out.png]
 
@@ -11,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -76,6 +88,8 @@ def _print_table(result: dict) -> None:
     for name in ("distx", "gloo"):
         head += f" | {name + ' time_us':>14} {'algbw':>7} {'busbw':>7}"
     print(f"# all_reduce SUM {result['dtype']}, {nproc} processes, UCX {result['ucx']}, torch {result['torch']}")
+    print("# back-to-back calls only (quick mode): benchmarks/allreduce.py in the source tree also times "
+          "barrier-separated calls, with min/max and the memcpy bandwidth")
     print(f"# algbw/busbw in GB/s; ratio = gloo time / distx time (>1: distx faster)")
     print(head + f" | {'ratio':>6}")
     for row in result["rows"]:
@@ -107,7 +121,21 @@ def _plot(result: dict, path: str) -> None:
     fig.savefig(path)
 
 
+def repo_benchmark() -> str | None:
+    """benchmarks/allreduce.py of the source checkout this package runs from, if any."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.normpath(os.path.join(here, "..", "..", "benchmarks", "allreduce.py"))
+    return path if os.path.exists(path) else None
+
+
 def main(argv: list[str]) -> int:
+    path = repo_benchmark()
+    if path is not None:
+        return subprocess.call([sys.executable, path, *argv])
+    return quick(argv)
+
+
+def quick(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m torch_distx.bench allreduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nproc", type=int, default=2)
