@@ -13,6 +13,7 @@
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <tuple>
 
 #include "algorithms/algorithm.h"
 #include "algorithms/select.h"
@@ -87,10 +88,16 @@ void checkAll(const Shape& s, const AllreduceUnderTest& fn, const char* algo) {
   }
 }
 
-class Hierarchical : public ::testing::TestWithParam<int> {};
+// A shape in one protocol of the local transport (eager, rendezvous).
+class Hierarchical : public ::testing::TestWithParam<std::tuple<int, LocalProtocol>> {
+ protected:
+  void SetUp() override { harnessProtocol() = std::get<1>(GetParam()); }
+  void TearDown() override { harnessProtocol() = LocalProtocol::kEager; }
+  int shape() const { return std::get<0>(GetParam()); }
+};
 
 TEST_P(Hierarchical, SplitRailEveryDtypeAndOpMatchesOracle) {
-  const Shape s = shapes()[GetParam()];
+  const Shape s = shapes()[shape()];
   checkAll(
       s,
       [](auto& ctx, void* d, size_t n, DType dt, ReduceOp op) {
@@ -100,7 +107,7 @@ TEST_P(Hierarchical, SplitRailEveryDtypeAndOpMatchesOracle) {
 }
 
 TEST_P(Hierarchical, LeadersEveryDtypeAndOpMatchesOracle) {
-  const Shape s = shapes()[GetParam()];
+  const Shape s = shapes()[shape()];
   checkAll(
       s,
       [](auto& ctx, void* d, size_t n, DType dt, ReduceOp op) {
@@ -110,7 +117,7 @@ TEST_P(Hierarchical, LeadersEveryDtypeAndOpMatchesOracle) {
 }
 
 TEST_P(Hierarchical, SelectedAlgorithmMatchesOracle) {
-  const Shape s = shapes()[GetParam()];
+  const Shape s = shapes()[shape()];
   checkAll(
       s,
       [&](auto& ctx, void* d, size_t n, DType dt, ReduceOp op) {
@@ -122,7 +129,7 @@ TEST_P(Hierarchical, SelectedAlgorithmMatchesOracle) {
 }
 
 TEST_P(Hierarchical, BroadcastFromEveryRoot) {
-  const Shape s = shapes()[GetParam()];
+  const Shape s = shapes()[shape()];
   const int P = s.topo.size();
   for (size_t bytes : {size_t{0}, size_t{1}, size_t{1000}}) {
     for (int root = 0; root < P; ++root) {
@@ -141,7 +148,7 @@ TEST_P(Hierarchical, BroadcastFromEveryRoot) {
 }
 
 TEST_P(Hierarchical, NodeOrderedRingsMatchFlatResults) {
-  const Shape s = shapes()[GetParam()];
+  const Shape s = shapes()[shape()];
   const int P = s.topo.size();
   const size_t block = 37;
   std::vector<std::vector<int32_t>> ag(P, std::vector<int32_t>(P * block, -1));
@@ -175,12 +182,16 @@ TEST_P(Hierarchical, NodeOrderedRingsMatchFlatResults) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, Hierarchical, ::testing::Range(0, 8), [](const auto& info) {
-  std::string n = shapes()[info.param].name;
-  for (auto& ch : n)
-    if (ch == '+') ch = '_';
-  return n;
-});
+INSTANTIATE_TEST_SUITE_P(Shapes, Hierarchical,
+                         ::testing::Combine(::testing::Range(0, 8),
+                                            ::testing::Values(LocalProtocol::kEager,
+                                                              LocalProtocol::kRendezvous)),
+                         [](const auto& info) {
+                           std::string n = shapes()[std::get<0>(info.param)].name;
+                           for (auto& ch : n)
+                             if (ch == '+') ch = '_';
+                           return n + "_" + localProtocolName(std::get<1>(info.param));
+                         });
 
 // Bytes a rank sent to ranks on its own node and to other nodes.
 struct Traffic {
