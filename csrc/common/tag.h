@@ -2,7 +2,8 @@
 // Every UCX/local message carries a 64-bit tag; receives match all 64 bits
 // except where a p2p receive from any source clears the src field.
 //
-//   63..62  kind  (2)   0 = collective data, 1 = point-to-point, 2 = control
+//   63..62  kind  (2)   0 = collective data, 1 = point-to-point, 2 = control,
+//                       3 = parameter server (csrc/ps, its own transport)
 //   61..58  pg    (4)   low bits of the process-group id (each PG also has its own worker)
 //   57..41  seq   (17)  per-PG collective sequence number (wraps; matching is ordered)
 //   40..38  phase (3)   stage of a hierarchical collective (0 = the flat, whole-group
@@ -16,13 +17,15 @@
 // receives. For point-to-point the user tag takes the seq, phase and slot
 // fields (42 bits), so a user tag can never collide with collective traffic
 // (different kind).
+// Parameter-server traffic (makePs) uses seq = direction (1 to a shard, 2 to a
+// worker), phase 0 and slot = key.
 #pragma once
 
 #include <cstdint>
 
 namespace distx::tag {
 
-enum class Kind : uint64_t { kCollective = 0, kP2P = 1, kControl = 2 };
+enum class Kind : uint64_t { kCollective = 0, kP2P = 1, kControl = 2, kPs = 3 };
 
 constexpr int kSlotBits = 22;
 constexpr int kSrcBits = 16;
@@ -78,6 +81,15 @@ constexpr uint64_t makeP2P(uint32_t pg, uint32_t src, uint64_t userTag) {
          ((static_cast<uint64_t>(src) & mask(kSrcBits)) << kSrcShift) | (u & mask(kSlotBits));
 }
 
+// Parameter server: toShard picks the direction, key the chunk.
+constexpr uint32_t kPsToShard = 1;
+constexpr uint32_t kPsToWorker = 2;
+constexpr uint64_t makePs(uint32_t direction, uint32_t src, uint64_t key) {
+  return make(Kind::kPs, 0, direction, src, key);
+}
+// A shard receives from any worker, any key: match kind and direction only.
+constexpr uint64_t kPsShardMask = (mask(kKindBits) << kKindShift) | (mask(kSeqBits) << kSeqShift);
+
 constexpr Kind kindOf(uint64_t t) {
   return static_cast<Kind>((t >> kKindShift) & mask(kKindBits));
 }
@@ -112,5 +124,8 @@ static_assert(make(Kind::kCollective, 0, 0, 1, 0, 0) != make(Kind::kCollective, 
 static_assert(kindOf(makeP2P(1, 2, 3)) == Kind::kP2P);
 static_assert(userTagOf(makeP2P(1, 2, (1ull << 42) - 1)) == (1ull << 42) - 1);
 static_assert(userTagOf(makeP2P(1, 2, 0x2aaaaaaaaaaull)) == 0x2aaaaaaaaaaull);
+static_assert(kindOf(makePs(kPsToShard, 5, 7)) == Kind::kPs);
+static_assert((makePs(kPsToShard, 5, 7) & kPsShardMask) ==
+              (makePs(kPsToShard, 0, 0) & kPsShardMask));
 
 }  // namespace distx::tag

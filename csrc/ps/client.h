@@ -1,0 +1,75 @@
+// Client: the worker's side of the parameter server, over a Transport.
+//
+// pushPull(update, lr) starts one step: for every key it posts the receive of
+// the reply, then sends kPushPull(key, clock + 1, the key's slice of
+// `update`) to the key's shard. It returns at once; wait(out) blocks until
+// every reply arrived and copies the parameters into `out`. Between the two the
+// transport's progress thread moves the data, so the caller can compute.
+// A kError reply, a dead shard (abort() with its name) or the deadline raise.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ps/layout.h"
+#include "ps/wire.h"
+#include "transport/transport.h"
+
+namespace distx::ps {
+
+class Client {
+ public:
+  Client(Transport& transport, Layout layout, std::chrono::milliseconds timeout);
+  ~Client();
+
+  int64_t clock() const { return clock_; }
+  void setClock(int64_t c) { clock_ = c; }
+  bool inFlight() const { return inFlight_; }
+
+  // Pushes `update` (layout.total() floats) at clock + 1 and pulls at that clock.
+  void pushPull(const float* update, double lr);
+  // Pulls at the current clock without pushing.
+  void pull();
+  // Waits for the replies of the last pushPull/pull; writes parameters to `out`.
+  void wait(float* out);
+
+  // Orderly exit: tells every shard to drop this worker from its clocks.
+  void leave();
+
+  // Checkpoint blobs, one per key (blocking; nothing may be in flight).
+  std::vector<std::vector<uint8_t>> getState();
+  void setState(const std::vector<std::vector<uint8_t>>& blobs);
+
+  // (clock pulled, minimum live clock the shard reported) for every reply.
+  const std::vector<std::pair<int64_t, int64_t>>& replyLog() const { return replyLog_; }
+  void clearReplyLog() { replyLog_.clear(); }
+
+ private:
+  void start(Op op, const float* update, double lr);
+  void send(int dst, uint32_t key, std::vector<uint8_t> buf);
+  void reapSends(bool block);
+  // Receives one message per key in `keys` (op `expect`), checked.
+  void receiveAll(Op expect, const std::vector<uint32_t>& keys,
+                  const std::function<void(uint32_t, const Message&)>& onMessage);
+
+  Transport& transport_;
+  const Layout layout_;
+  const std::chrono::milliseconds timeout_;
+  int64_t clock_ = 0;
+  bool inFlight_ = false;
+  bool left_ = false;
+  std::vector<std::vector<uint8_t>> recvBufs_;  // per key: header + payload
+  std::vector<RequestPtr> recvs_;
+  struct Sending {
+    RequestPtr req;
+    std::vector<uint8_t> buf;
+  };
+  std::vector<Sending> sending_;
+  std::vector<std::pair<int64_t, int64_t>> replyLog_;
+};
+
+}  // namespace distx::ps

@@ -1,0 +1,101 @@
+// Note [PS wire format]
+// Every parameter-server message is one tagged transport message: a fixed
+// 56-byte header, then `payloadBytes` of payload. Little-endian, no padding.
+//
+//   off size field         meaning
+//    0   4   magic         kMagic ("DXPS")
+//    4   2   version       kVersion
+//    6   1   op            Op
+//    7   1   dtype         DType of the payload elements (fp32 data; uint8 state blobs)
+//    8   4   key           chunk id (Layout)
+//   12   4   worker        sender's rank (must equal the transport's source rank)
+//   16   8   clock         push/pull: the worker's clock; reply: the clock pulled
+//   24   8   aux           reply: minimum live clock when answered; error: RejectReason
+//   32   8   lr            push (server mode): learning rate of this step
+//   40   8   count         payload elements
+//   48   8   payloadBytes  count * dtypeSize(dtype); the message is 56 + payloadBytes
+//
+// decodeHeader() checks everything that can be checked without state (magic,
+// version, op, dtype, sizes, finite lr); the Shard checks the rest (key, sender,
+// clock, count against the key's size) before it touches anything. A message
+// that fails either check is rejected with a RejectReason and counted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+
+namespace distx::ps {
+
+constexpr uint32_t kMagic = 0x53505844;  // "DXPS" little-endian
+constexpr uint16_t kVersion = 1;
+constexpr size_t kHeaderBytes = 56;
+
+enum class Op : uint8_t {
+  kPushPull = 1,  // worker -> shard: apply payload (delta or gradient) at `clock`, then pull
+  kPull = 2,      // worker -> shard: pull at `clock` (no payload)
+  kReply = 3,     // shard -> worker: parameters of `key`
+  kError = 4,     // shard -> worker: the request was rejected (aux = RejectReason)
+  kLeave = 5,     // worker -> shard: orderly exit; drop me from the clocks
+  kGetState = 6,  // worker -> shard: send the key's checkpoint blob
+  kState = 7,     // shard -> worker: checkpoint blob (uint8 payload)
+  kSetState = 8,  // worker -> shard: restore the key from a blob
+  kAck = 9,       // shard -> worker: kSetState applied
+  kMaxOp = kAck,
+};
+
+enum class RejectReason : uint8_t {
+  kNone = 0,
+  kTruncated,  // shorter than a header, or payload shorter than payloadBytes
+  kBadMagic,
+  kBadVersion,
+  kBadOp,
+  kBadDType,
+  kBadLength,       // payloadBytes != count * dtypeSize, or trailing bytes
+  kTooLarge,        // payload over the shard's chunk limit (or the transport truncated it)
+  kBadLr,           // lr not finite or negative
+  kUnknownKey,      // key not on this shard
+  kCountMismatch,   // count != the key's element count
+  kNotInGroup,      // sender is not a live worker of this group
+  kSpoofedSender,   // header.worker != transport source
+  kClockBackwards,  // push clock not exactly the sender's clock + 1, or pull ahead of it
+  kNonFinite,       // payload has NaN/inf
+  kBadState,        // malformed checkpoint blob
+  kCount_,
+};
+const char* rejectReasonName(RejectReason r);
+
+struct Header {
+  uint32_t magic = kMagic;
+  uint16_t version = kVersion;
+  Op op = Op::kPull;
+  DType dtype = DType::kFloat32;
+  uint32_t key = 0;
+  uint32_t worker = 0;
+  int64_t clock = 0;
+  int64_t aux = 0;
+  double lr = 0;
+  uint64_t count = 0;
+  uint64_t payloadBytes = 0;
+};
+
+void encodeHeader(const Header& h, uint8_t* out);  // writes kHeaderBytes
+
+// A message viewed in place: header decoded, payload pointing into the buffer.
+struct Message {
+  Header header;
+  const uint8_t* payload = nullptr;
+};
+
+// Validates a received message of `bytes` bytes. `maxPayloadBytes` bounds the
+// payload (the shard's largest chunk or state blob). Never reads past `bytes`.
+RejectReason decode(const uint8_t* data, size_t bytes, size_t maxPayloadBytes, Message& out);
+
+// Builds header + payload into one buffer.
+std::vector<uint8_t> build(const Header& h, const void* payload, size_t payloadBytes);
+
+}  // namespace distx::ps
