@@ -14,7 +14,7 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan check-cuda-build bench bench-multihost bench-reduce format clean
+.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan check-cuda-build bench bench-multihost bench-reduce bench-ps format clean
 
 # A short selection of PyTorch's generic distributed suite for `make test` (the
 # tests in it that the suite gates to gloo by name also run in alias mode, see
@@ -124,6 +124,11 @@ bench-multihost: build
 bench-reduce: deps venv $(CPP_BUILD)/build.ninja
 	flock build.lock cmake --build $(CPP_BUILD) -j $(NPROC) --target distx_bench_reduce
 	$(CPP_BUILD)/distx_bench_reduce
+
+# Parameter server vs synchronous DDP with stragglers (docs/ps.md).
+bench-ps: build
+	@$(VPY) -c "import matplotlib" 2>/dev/null || $(VPY) -m pip install -q matplotlib
+	$(VPY) benchmarks/ps_straggler.py --json build/ps_straggler.json --plot docs/ps_straggler.png
 
 format:
 	clang-format -i $$(find csrc tests/cpp -name '*.cpp' -o -name '*.h' -o -name '*.hpp' -o -name '*.cu')

@@ -56,7 +56,10 @@ Node::Node(Transport& transport, NodeConfig config, const float* init, Bootstrap
       PairBootstrap pb(*bootstrap, lo, hi);
       pairs_.push_back(std::make_unique<LivenessRing>(
           me == lo ? 0 : 1, 2, pb, deadline,
-          [this, other](int, const std::string& how) { peerDied(other, how); }));
+          // `how` names the pair's renumbered ranks; say it plainly instead.
+          [this, other](int, const std::string&) {
+            peerDied(other, "its liveness connection closed");
+          }));
     }
   }
   if (contains(config_.servers, me)) {
@@ -115,7 +118,11 @@ void Node::close() {
   if (closed_) return;
   closed_ = true;
   if (client_ && failure().empty()) client_->leave();
-  if (server_) server_->waitUntilIdle();
+  // Serve the others until they are done too, bounded by the timeout (nothing hangs).
+  if (server_ && !server_->waitUntilIdle(Clock::now() + config_.timeout)) {
+    DISTX_LOG(LogLevel::kWarn, detail::concat("[distx ps rank ", transport_.rank(), "]"),
+              "closing with workers still attached after ", config_.timeout.count(), " ms");
+  }
 }
 
 }  // namespace distx::ps

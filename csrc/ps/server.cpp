@@ -38,9 +38,12 @@ ServerLoop::Stats ServerLoop::stats() const {
   return stats_;
 }
 
-void ServerLoop::waitUntilIdle() {
-  while (!done_.load())
+bool ServerLoop::waitUntilIdle(Deadline deadline) {
+  while (!done_.load()) {
+    if (Clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(kPollMs));
+  }
+  return true;
 }
 
 void ServerLoop::flush(std::vector<Outgoing>& out) {

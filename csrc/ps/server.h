@@ -4,8 +4,8 @@
 // direction kPsToShard, any source, any key) into a buffer of header + the
 // shard's largest payload; a larger message fails the receive and is counted
 // as kTooLarge. Replies are sent without waiting; their buffers stay owned
-// until the send completes (or forever, for a peer that died: Note [Parked
-// buffers] in DESIGN.md). Worker deaths reported by another thread
+// until the send completes (or, for a peer that died, until the loop ends:
+// DESIGN.md, a failed request's buffers stay owned). Worker deaths reported by another thread
 // (workerDied) are applied between messages, at least every kPollMs.
 #pragma once
 
@@ -31,8 +31,9 @@ class ServerLoop {
 
   void workerDied(int rank);  // any thread
   void stop();                // joins the thread
-  // Blocks until every worker has left or died, or stop()/a transport failure.
-  void waitUntilIdle();
+  // Blocks until every worker has left or died, or stop()/a transport failure,
+  // or `deadline`; returns false on the deadline.
+  bool waitUntilIdle(Deadline deadline = Deadline::max());
   bool running() const { return !done_.load(); }
   std::string failure() const;  // why the loop ended early ("" if it did not)
 

@@ -9,6 +9,10 @@
 
 namespace py = pybind11;
 
+namespace distx {
+void initPsBindings(py::module& m);  // ps_bindings.cpp
+}
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "torch-distx native extension";
   m.def("_create_backend", &distx::createProcessGroupDistx, py::arg("store"), py::arg("rank"),
@@ -101,4 +105,5 @@ PYBIND11_MODULE(_C, m) {
         return out;
       },
       "The DISTX_* environment variables: (name, default, help)");
+  distx::initPsBindings(m);
 }

@@ -1,0 +1,447 @@
+"""Parameter-server mode (torch_distx.ps): API refusals, convergence for
+s in {0, 2, -1}, s=0 against DDP on the summed gradient (delta and server
+modes), the SSP bound on every reply, a SIGSTOPped worker, a SIGKILLed worker
+and server, malformed pushes, checkpoint restore. CPU, 2-4 ranks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import threading
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import torch_distx  # noqa: F401
+from torch_distx import ps
+from distx_testing import run_ranks, run_ranks_raw
+
+pytestmark = pytest.mark.timeout(240)
+
+DIM = 6
+
+
+def _data(rank: int, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + rank)
+    x = torch.randn(n, DIM, generator=g)
+    w_true = torch.arange(1.0, DIM + 1) / DIM
+    y = x @ w_true + 0.1 * rank + 0.01 * torch.randn(n, generator=g)
+    return x, y
+
+
+def _optimum(world: int) -> torch.Tensor:
+    """Least squares over every rank's data (with bias): the sum of the ranks' losses' optimum."""
+    xs, ys = zip(*(_data(r) for r in range(world)))
+    x = torch.cat([torch.cat(xs), torch.ones(sum(len(t) for t in ys), 1)], 1).double()
+    y = torch.cat(ys).double()
+    return torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1).float()
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(DIM, 1)
+
+
+def _loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((model(x).squeeze(1) - y) ** 2).mean()
+
+
+def _sum_hook(state, bucket):
+    """DDP comm hook: all-reduce SUM (the reference for the summed update)."""
+    return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+
+
+# ----------------------------------------------------------------- refusals
+
+def _refusals(rank, world):
+    out = []
+
+    class WithBuffer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.register_buffer("count", torch.zeros(1))
+
+        def forward(self, x):
+            return self.lin(x)
+
+    cases = {
+        "broadcast_buffers": lambda: DDP(WithBuffer()),
+        "find_unused": lambda: DDP(torch.nn.Linear(2, 2), find_unused_parameters=True),
+    }
+    for name, make in cases.items():
+        m = make()
+        try:
+            ps.attach(m, torch.optim.SGD(m.parameters(), lr=0.1))
+            out.append((name, None))
+        except ValueError as e:
+            out.append((name, str(e)))
+    try:
+        ps.attach(torch.nn.Linear(2, 2), None)
+    except TypeError as e:
+        out.append(("not_ddp", str(e)))
+    m = DDP(torch.nn.Linear(2, 2), broadcast_buffers=False)
+    for kw in ({"mode": "bogus"}, {"staleness": -2}, {"compression": "fp16"}):
+        try:
+            ps.attach(m, torch.optim.SGD(m.parameters(), lr=0.1), **kw)
+        except ValueError as e:
+            out.append((str(kw), str(e)))
+    try:
+        ps.attach(m, torch.optim.RMSprop(m.parameters(), lr=0.1), mode="server")
+    except ValueError as e:
+        out.append(("rmsprop", str(e)))
+    return out
+
+
+def test_attach_refuses_ddp_settings_that_synchronise_every_step():
+    res = run_ranks(_refusals, 2)
+    got = dict(res[0])
+    assert "broadcast_buffers" in got["broadcast_buffers"]
+    assert "find_unused_parameters" in got["find_unused"]
+    assert "DistributedDataParallel" in got["not_ddp"]
+    assert "mode" in got["{'mode': 'bogus'}"]
+    assert "staleness" in got["{'staleness': -2}"]
+    assert "compression" in got["{'compression': 'fp16'}"]
+    assert "RMSprop" in got["rmsprop"]
+
+
+# ------------------------------------------------- convergence and exactness
+
+def _train_ps(rank, world, staleness, steps, lr, mode="delta", jitter=0.0, opt_name="sgd",
+              same_data=False):
+    model = DDP(_model(), forward_sync_buffers=False)
+    opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.5) if opt_name == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=lr))
+    if mode == "delta":
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+    handle = ps.attach(model, opt, mode=mode, staleness=staleness, chunk_bytes=12)  # 3 chunks
+    # A decaying lr: with a constant one the worker that finishes last pulls the
+    # parameters towards its own optimum in its last (up to s+1) steps.
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.98)
+    x, y = _data(0 if same_data else rank)
+    g = torch.Generator().manual_seed(rank)
+    for _ in range(steps):
+        if jitter and torch.rand(1, generator=g).item() < 0.3:
+            time.sleep(jitter)
+        loss = _loss(model, x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    log = handle.reply_log()
+    handle.detach()
+    return _flat(model), log
+
+
+def _convergence(rank, world):
+    out = {}
+    for s in (0, 2, -1):
+        # Asynchronous: a faster worker's loss weighs more, without bound, so every
+        # worker gets the same data there and the optimum does not depend on the pace.
+        w, log = _train_ps(rank, world, s, 150, 0.1, jitter=0.002 * rank, same_data=s < 0)
+        out[s] = (w, max((c - m for c, m in log), default=0))
+    return out
+
+
+def test_convex_problem_converges_for_every_staleness_and_honours_the_bound():
+    world = 3
+    res = run_ranks(_convergence, world)
+    best = _optimum(world)
+    for s in (0, 2, -1):
+        ws = [r[s][0] for r in res]
+        for w in ws[1:]:
+            assert torch.equal(w, ws[0]), "detach() must leave every rank bit-identical"
+        assert torch.allclose(ws[0], best if s >= 0 else _optimum(1), atol=1e-2), (s, ws[0], best)
+        if s >= 0:
+            for r in res:
+                assert r[s][1] <= s, f"s={s}: a reply's clock ran {r[s][1]} ahead of the minimum"
+
+
+def _make_opt(model, lr, opt_name, momentum, wd):
+    if opt_name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
+                               weight_decay=wd)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+
+
+def _ddp_summed(rank, world, steps, lr, opt_name, momentum=0.0, wd=0.01):
+    model = DDP(_model(), forward_sync_buffers=False)
+    model.register_comm_hook(None, _sum_hook)
+    opt = _make_opt(model, lr, opt_name, momentum, wd)
+    x, y = _data(rank)
+    traj = []
+    for _ in range(steps):
+        _loss(model, x, y).backward()
+        opt.step()
+        opt.zero_grad()
+        traj.append(_flat(model))
+    return traj
+
+
+def _ps_traj(rank, world, steps, lr, mode, opt_name, momentum=0.0, wd=0.01):
+    model = DDP(_model(), forward_sync_buffers=False)
+    opt = _make_opt(model, lr, opt_name, momentum, wd)
+    handle = ps.attach(model, opt, mode=mode, staleness=0)
+    x, y = _data(rank)
+    traj = []
+    for _ in range(steps):
+        _loss(model, x, y).backward()
+        opt.step()
+        opt.zero_grad()
+        handle.sync()
+        traj.append(_flat(model))
+    handle.detach()
+    return traj
+
+
+def _sync_equals_ddp(rank, world):
+    out = {}
+    # delta mode with plain SGD: the server adds -lr*g_w of every worker.
+    out["delta"] = (_ps_traj(rank, world, 20, 0.05, "delta", "sgd", wd=0.0),
+                    _ddp_summed(rank, world, 20, 0.05, "sgd", wd=0.0))
+    out["server-sgd"] = (_ps_traj(rank, world, 20, 0.05, "server", "sgd", momentum=0.9),
+                         _ddp_summed(rank, world, 20, 0.05, "sgd", momentum=0.9))
+    out["server-adamw"] = (_ps_traj(rank, world, 20, 0.05, "server", "adamw"),
+                           _ddp_summed(rank, world, 20, 0.05, "adamw"))
+    return out
+
+
+def test_staleness_zero_equals_ddp_on_the_summed_gradient():
+    res = run_ranks(_sync_equals_ddp, 3)
+    for name in ("delta", "server-sgd", "server-adamw"):
+        for r in res:
+            got, ref = r[name]
+            # Adam divides by sqrt(v): where a gradient is near 0 the summation-order
+            # rounding of the summed gradient (all-reduce vs shard) is amplified.
+            atol = 3e-4 if "adam" in name else 1e-6
+            for t, (a, b) in enumerate(zip(got, ref)):
+                assert torch.allclose(a, b, rtol=1e-5, atol=atol), (name, t, a, b)
+
+
+# --------------------------------------------------------------- checkpoint
+
+def _checkpoint(rank, world):
+    model = DDP(_model(), forward_sync_buffers=False)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    handle = ps.attach(model, opt, mode="server", staleness=0)
+    x, y = _data(rank)
+
+    def steps(n):
+        for i in range(n):
+            _loss(model, x * (1 + 0.1 * i), y).backward()
+            opt.step()
+            opt.zero_grad()
+        handle.sync()
+        return _flat(model)
+
+    steps(3)
+    state = handle.state_dict()
+    a = steps(4)
+    handle.load_state_dict(state)
+    restored = _flat(model)
+    b = steps(4)
+    clock = handle.clock
+    handle.detach()
+    return a, b, restored, clock, state["chunks"][0][:4 * 7]
+
+
+def test_checkpoint_restore_continues_identically():
+    res = run_ranks(_checkpoint, 2)
+    for a, b, restored, clock, saved in res:
+        assert torch.equal(a, b)
+        assert torch.equal(restored, torch.frombuffer(bytearray(saved), dtype=torch.float32))
+        assert clock == 7
+
+
+# ------------------------------------------------------------------ failures
+
+def _malformed(rank, world):
+    params = [torch.full((8,), 3.0)]
+    client = ps.connect(params, staleness=-1, chunk_bytes=32)  # one chunk, on rank 0
+    node = client._node
+    if rank == 1:
+        hdr = struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 0, 0, 1, 1, 0, 0.1, 8, 32)
+        bad = [
+            b"\xee" * 100,                                                   # garbage
+            hdr[:40],                                                        # truncated header
+            hdr + b"\x00" * 31,                                              # truncated payload
+            struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 1, 0, 1, 1, 0, 0.1, 4, 32) + b"\0" * 32,  # fp64
+            struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 0, 9, 1, 1, 0, 0.1, 8, 32) + b"\0" * 32,  # key
+            struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 0, 0, 0, 1, 0, 0.1, 8, 32) + b"\0" * 32,  # spoof
+            struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 0, 0, 1, 5, 0, 0.1, 8, 32) + b"\0" * 32,  # clock
+            struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 0, 0, 1, 1, 0, 0.1, 8, 32)
+            + struct.pack("<8f", *([float("nan")] * 8)),                     # NaN payload
+            b"\0" * (1 << 16),                                               # oversized
+        ]
+        for b in bad:
+            node._send_raw(0, 0, b)
+        # Well-formed ones come back as errors on their chunk's reply channel: three on
+        # chunk 0 (spoofed, clock, NaN); the unknown key's on chunk 9's, never read here.
+        errors = 0
+        while True:
+            try:
+                client.pull()
+                break
+            except dist.DistBackendError:
+                errors += 1
+        assert errors == 3, errors
+    dist.barrier()
+    stats = {}
+    if rank == 0:
+        for _ in range(500):
+            stats = client.stats()
+            if stats["rejected"] >= 9:
+                break
+            time.sleep(0.01)
+    dist.barrier()
+    client.pull()
+    before = params[0].clone()
+    dist.barrier()  # both read before either pushes
+    client.push([torch.ones(8)])
+    client.wait()
+    after = params[0].clone()
+    # Rank 1 received kError replies for its well-formed bad pushes on chunk 0:
+    # they are not its own requests' replies only if it sent none, so only rank 0 checks values.
+    client.close()
+    return stats, before, after
+
+
+def test_malformed_pushes_are_rejected_counted_never_applied():
+    res = run_ranks_raw(_malformed, 2)
+    assert res[0].ok, res[0].traceback
+    stats, before, after = res[0].value
+    assert stats["applied"] == 0
+    by = stats["rejected_by"]
+    assert stats["rejected"] == 9, stats
+    for reason in ("bad magic", "truncated", "bad dtype", "unknown key", "spoofed sender",
+                   "clock out of order", "non-finite payload", "too large"):
+        assert by[reason] >= 1, (reason, by)
+    assert torch.equal(before, torch.full((8,), 3.0))
+
+
+def _killed_worker(rank, world):
+    servers = 1
+    if rank == world - 1:
+        return ps.serve(servers)
+    params = [torch.zeros(16)]
+    client = ps.connect(params, staleness=0, servers=servers, chunk_bytes=16)
+    done = 0
+    for step in range(40):
+        if rank == 2 and step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        client.push([torch.full((16,), 0.01)])
+        client.wait()
+        done += 1
+    client.close()
+    return done, params[0][0].item()
+
+
+def test_killed_worker_is_dropped_and_the_others_go_on():
+    res = run_ranks_raw(_killed_worker, 4, timeout=120, grace=60)
+    assert res[2].exitcode == -signal.SIGKILL
+    for r in (0, 1):
+        assert res[r].ok, res[r].traceback
+        assert res[r].value[0] == 40
+    assert res[3].ok, res[3].traceback
+    assert res[3].value["rejected"] == 0
+
+
+def _killed_server(rank, world, tmp):
+    flag = os.path.join(tmp, "go")
+    if rank == world - 1:
+        def die():
+            while not os.path.exists(flag):
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=die, daemon=True).start()
+        return ps.serve(1)
+    params = [torch.zeros(16)]
+    client = ps.connect(params, staleness=-1, servers=1, chunk_bytes=16)
+    steps = 0
+    try:
+        while True:
+            client.push([torch.full((16,), 0.01)])
+            client.wait()
+            steps += 1
+            if steps == 20 and rank == 0:
+                open(flag, "w").close()
+    except dist.DistBackendError as e:
+        # The default group may not have seen the death yet; abort it rather than
+        # wait for the dead rank at teardown.
+        dist.distributed_c10d._abort_process_group()
+        return steps, str(e)
+
+
+def test_killed_server_fails_every_worker_naming_it(tmp_path):
+    res = run_ranks_raw(_killed_server, 3, str(tmp_path), timeout=120, grace=60)
+    assert res[2].exitcode == -signal.SIGKILL
+    for r in (0, 1):
+        assert res[r].ok, res[r].traceback
+        steps, msg = res[r].value
+        assert steps > 0
+        assert "shard on rank 2" in msg, msg
+
+
+def _sigstop(rank, world, tmp, s, k):
+    servers = 1
+    if rank == world - 1:
+        # The server rank also plays the operator: once worker 2 has stopped
+        # itself and workers 0 and 1 both wait, record their clocks, SIGCONT.
+        seen = {}
+
+        def operator():
+            pid2 = None
+            while True:
+                try:
+                    pid2 = int(open(os.path.join(tmp, "stopped")).read())
+                    blocked = [int(open(os.path.join(tmp, f"wait{r}")).read() or -1) for r in (0, 1)]
+                except (OSError, ValueError):
+                    time.sleep(0.01)
+                    continue
+                if all(b == k + s + 1 for b in blocked):
+                    time.sleep(1.0)  # they stay blocked: nothing answers beyond the bound
+                    seen["blocked"] = [int(open(os.path.join(tmp, f"wait{r}")).read()) for r in (0, 1)]
+                    seen["done"] = [int(open(os.path.join(tmp, f"done{r}")).read()) for r in (0, 1)]
+                    os.kill(pid2, signal.SIGCONT)
+                    return
+                time.sleep(0.01)
+
+        t = threading.Thread(target=operator)
+        t.start()
+        ps.serve(servers)
+        t.join()
+        return seen
+    params = [torch.zeros(8)]
+    client = ps.connect(params, staleness=s, servers=servers, chunk_bytes=16)
+    for step in range(k + s + 4):
+        if rank == 2 and step == k:
+            open(os.path.join(tmp, "stopped"), "w").write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)
+        client.push([torch.ones(8)])
+        if rank < 2:
+            open(os.path.join(tmp, f"wait{rank}"), "w").write(str(client.clock))
+        client.wait()
+        if rank < 2:
+            open(os.path.join(tmp, f"done{rank}"), "w").write(str(client.clock))
+    log = client.reply_log()
+    client.close()
+    return max(c - m for c, m in log)
+
+
+def test_sigstopped_worker_blocks_the_others_after_exactly_s_plus_one_steps(tmp_path):
+    s, k = 2, 3
+    res = run_ranks(_sigstop, 4, str(tmp_path), s, k, timeout=120)
+    seen = res[3]
+    assert seen["blocked"] == [k + s + 1, k + s + 1]   # pushed clock k+s+1, its pull held
+    assert seen["done"] == [k + s, k + s]              # completed exactly up to k+s
+    for r in (0, 1, 2):
+        assert res[r] <= s
