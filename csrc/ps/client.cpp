@@ -124,16 +124,14 @@ void Client::wait(float* out) {
   reapSends(false);
 }
 
-void Client::leave() {
-  if (left_) return;
-  left_ = true;
+void Client::sendToAllShards(Op op) {
   if (inFlight_) {
     for (auto& r : recvs_)
       r.reset();
     inFlight_ = false;
   }
   Header h;
-  h.op = Op::kLeave;
+  h.op = op;
   h.worker = static_cast<uint32_t>(transport_.rank());
   for (int s : layout_.servers())
     send(s, 0, build(h, nullptr, 0));
@@ -142,6 +140,18 @@ void Client::leave() {
   } catch (const Error&) {
     // A dead shard cannot be told; nothing else to do.
   }
+}
+
+void Client::leave() {
+  if (left_) return;
+  left_ = true;
+  sendToAllShards(Op::kLeave);
+}
+
+void Client::close() {
+  if (closed_) return;
+  closed_ = left_ = true;
+  sendToAllShards(Op::kClose);
 }
 
 std::vector<std::vector<uint8_t>> Client::getState() {

@@ -37,8 +37,11 @@ class Client {
   // Waits for the replies of the last pushPull/pull; writes parameters to `out`.
   void wait(float* out);
 
-  // Orderly exit: tells every shard to drop this worker from its clocks.
+  // Done pushing: every shard drops this worker from its clocks (so nobody
+  // waits for it); it may still read state (getState) until close().
   void leave();
+  // Done with the server: after this a shard may end once all workers closed.
+  void close();
 
   // Checkpoint blobs, one per key (blocking; nothing may be in flight).
   std::vector<std::vector<uint8_t>> getState();
@@ -62,6 +65,8 @@ class Client {
   int64_t clock_ = 0;
   bool inFlight_ = false;
   bool left_ = false;
+  bool closed_ = false;
+  void sendToAllShards(Op op);
   std::vector<std::vector<uint8_t>> recvBufs_;  // per key: header + payload
   std::vector<RequestPtr> recvs_;
   struct Sending {

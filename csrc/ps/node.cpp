@@ -117,7 +117,7 @@ std::string Node::failure() const {
 void Node::close() {
   if (closed_) return;
   closed_ = true;
-  if (client_ && failure().empty()) client_->leave();
+  if (client_ && failure().empty()) client_->close();
   // Serve the others until they are done too, bounded by the timeout (nothing hangs).
   if (server_ && !server_->waitUntilIdle(Clock::now() + config_.timeout)) {
     DISTX_LOG(LogLevel::kWarn, detail::concat("[distx ps rank ", transport_.rank(), "]"),

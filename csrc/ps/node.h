@@ -54,8 +54,8 @@ class Node {
   // The first server death seen ("" if none).
   std::string failure() const;
 
-  // Orderly end: the worker leaves, then the local shard serves until every
-  // worker has left or died. Safe to call twice.
+  // Orderly end: the worker closes, then the local shard serves until every
+  // worker has closed or died. Safe to call twice.
   void close();
 
  private:

@@ -118,7 +118,7 @@ void ServerLoop::loop() {
         DISTX_LOG(LogLevel::kWarn, detail::concat("[distx ps shard ", transport_.rank(), "]"),
                   "rejected a message: ", rejectReasonName(r));
       }
-      if (!shard_->anyWorkerLive()) break;
+      if (!shard_->anyWorkerOpen()) break;
     }
   } catch (const Error& e) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -31,7 +31,7 @@ class ServerLoop {
 
   void workerDied(int rank);  // any thread
   void stop();                // joins the thread
-  // Blocks until every worker has left or died, or stop()/a transport failure,
+  // Blocks until every worker has closed or died, or stop()/a transport failure,
   // or `deadline`; returns false on the deadline.
   bool waitUntilIdle(Deadline deadline = Deadline::max());
   bool running() const { return !done_.load(); }

@@ -18,6 +18,7 @@ Shard::Shard(const Layout& layout, int rank, std::vector<int> workers, int stale
   for (size_t i = 0; i < workers_.size(); ++i)
     slotOf_[workers_[i]] = static_cast<int>(i);
   live_.assign(workers_.size(), true);
+  open_.assign(workers_.size(), true);
   for (uint32_t k : layout_.keysOf(rank_)) {
     KeyState& ks = keys_[k];
     ks.params.assign(layout_.count(k), 0.0f);
@@ -50,6 +51,10 @@ int64_t Shard::minClock(uint32_t key) const {
 
 bool Shard::anyWorkerLive() const {
   return std::find(live_.begin(), live_.end(), true) != live_.end();
+}
+
+bool Shard::anyWorkerOpen() const {
+  return std::find(open_.begin(), open_.end(), true) != open_.end();
 }
 
 uint64_t Shard::rejectedTotal() const {
@@ -117,13 +122,17 @@ RejectReason Shard::handle(int src, const uint8_t* data, size_t bytes, std::vect
   const int slot = fromWorker ? slotOf_[src] : -1;
   auto fail = [&](RejectReason why) {
     countReject(why);
-    if (fromWorker && live_[slot]) error(src, h, why, out);
+    if (fromWorker && open_[slot]) error(src, h, why, out);
     return why;
   };
   if (static_cast<int64_t>(h.worker) != src) return fail(RejectReason::kSpoofedSender);
-  if (!fromWorker || !live_[slot]) return fail(RejectReason::kNotInGroup);
-  if (h.op == Op::kLeave) {
-    dropWorker(src, out);
+  if (!fromWorker || !open_[slot]) return fail(RejectReason::kNotInGroup);
+  // A worker that left may only read state or close.
+  if (!live_[slot] && h.op != Op::kGetState && h.op != Op::kClose && h.op != Op::kLeave)
+    return fail(RejectReason::kNotInGroup);
+  if (h.op == Op::kLeave || h.op == Op::kClose) {
+    leaveWorker(src, out);
+    if (h.op == Op::kClose) open_[slot] = false;
     return RejectReason::kNone;
   }
   auto it = keys_.find(h.key);
@@ -186,6 +195,11 @@ RejectReason Shard::handle(int src, const uint8_t* data, size_t bytes, std::vect
 
 void Shard::dropWorker(int rank, std::vector<Outgoing>& out) {
   if (rank < 0 || rank >= static_cast<int>(slotOf_.size()) || slotOf_[rank] < 0) return;
+  open_[slotOf_[rank]] = false;
+  leaveWorker(rank, out);
+}
+
+void Shard::leaveWorker(int rank, std::vector<Outgoing>& out) {
   if (!live_[slotOf_[rank]]) return;
   live_[slotOf_[rank]] = false;
   for (auto& [k, ks] : keys_)

@@ -20,6 +20,8 @@
 // so the two agree at step boundaries, and per-chunk tables need no cross-chunk
 // bookkeeping (a shard answers a chunk's pull without waiting for its others).
 //
+// A worker that left (kLeave: done pushing, e.g. in detach()) or died leaves
+// the live set; one that left may still read state (kGetState) until it closes.
 // A dead or departed worker leaves the live set: the minimum no longer waits
 // for it, and pulls queued behind it are released.
 //
@@ -62,6 +64,8 @@ class Shard {
   void dropWorker(int rank, std::vector<Outgoing>& out);
 
   bool anyWorkerLive() const;
+  // False once every worker has closed (kClose) or died: the shard can end.
+  bool anyWorkerOpen() const;
   int64_t minClock(uint32_t key) const;  // over live workers; int64 max when none
   uint64_t rejected(RejectReason r) const { return rejected_[static_cast<size_t>(r)]; }
   uint64_t rejectedTotal() const;
@@ -95,12 +99,14 @@ class Shard {
   void releasePending(uint32_t key, KeyState& ks, std::vector<Outgoing>& out);
   void error(int dst, const Header& h, RejectReason r, std::vector<Outgoing>& out);
   int64_t minLive(const KeyState& ks) const;
+  void leaveWorker(int rank, std::vector<Outgoing>& out);  // out of the clocks, may still read
 
   const Layout layout_;
   const int rank_;
   const std::vector<int> workers_;
   std::vector<int> slotOf_;  // rank -> worker slot, -1 when not a worker
-  std::vector<bool> live_;   // per worker slot
+  std::vector<bool> live_;   // per worker slot: counted in the minimum clock
+  std::vector<bool> open_;   // per worker slot: not closed or dead (may still read state)
   const int staleness_;
   const OptimizerConfig opt_;
   std::map<uint32_t, KeyState> keys_;

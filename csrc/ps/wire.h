@@ -40,12 +40,13 @@ enum class Op : uint8_t {
   kPull = 2,      // worker -> shard: pull at `clock` (no payload)
   kReply = 3,     // shard -> worker: parameters of `key`
   kError = 4,     // shard -> worker: the request was rejected (aux = RejectReason)
-  kLeave = 5,     // worker -> shard: orderly exit; drop me from the clocks
+  kLeave = 5,     // worker -> shard: done pushing; drop me from the clocks (may still read)
   kGetState = 6,  // worker -> shard: send the key's checkpoint blob
   kState = 7,     // shard -> worker: checkpoint blob (uint8 payload)
   kSetState = 8,  // worker -> shard: restore the key from a blob
   kAck = 9,       // shard -> worker: kSetState applied
-  kMaxOp = kAck,
+  kClose = 10,    // worker -> shard: done with the server (a shard ends when all closed)
+  kMaxOp = kClose,
 };
 
 enum class RejectReason : uint8_t {

@@ -333,7 +333,7 @@ TEST(PsNode, MalformedPushesAreRejectedCountedAndNeverApplied) {
   c.wait(x.data());
   EXPECT_EQ(x, std::vector<float>(n, 4.0f));
   for (auto& nd : nodes)
-    nd->client().leave();
+    nd->client().close();
   nodes[0]->close();
 }
 

@@ -276,9 +276,16 @@ class PsClient:
             out.append(torch.frombuffer(bytearray(b[:4 * n]), dtype=torch.float32))
         return torch.cat(out) if out else torch.empty(0)
 
+    def leave(self) -> None:
+        """Done pushing: the shards drop this worker from their clocks, so nobody
+        waits for it (workers may stop after different numbers of steps); it can
+        still read :meth:`server_params` until :meth:`close`."""
+        self.wait()
+        self._node.leave()
+
     def close(self) -> None:
-        """Leaves the clocks (others no longer wait for this worker); a rank that
-        hosts a shard keeps serving until every worker has left or died."""
+        """Done with the server; a rank that hosts a shard keeps serving until
+        every worker has closed or died."""
         if self._node is None:
             return
         try:
@@ -391,10 +398,12 @@ class ParameterServer:
     def detach(self) -> None:
         """Back to synchronous DDP. Collective over the workers: once every
         worker's last push is applied, each reads the shards' parameters, so all
-        ranks end bit-identical; then the parameter server shuts down."""
+        ranks end bit-identical; then the parameter server shuts down. Workers may
+        have taken different numbers of steps: each leaves the clocks first, so
+        nobody waits for a worker that has stopped."""
         if not self._attached:
             return
-        self.client.wait()
+        self.client.leave()
         group = self.model.process_group
         dist.barrier(group=group)
         self.client.write(self.client.server_params())
