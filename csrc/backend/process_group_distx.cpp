@@ -59,9 +59,9 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   } catch (const Error& e) {
     TORCH_CHECK_VALUE(false, e.what());
   }
-  bootstrap_ = std::make_unique<StoreBootstrap>(store);
   try {
     const Deadline deadline = Clock::now() + timeout_;
+    bootstrap_ = std::make_unique<StoreBootstrap>(store, rank, size, deadline);
     discoverTopology(deadline);
     transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, deadline);
     if (env::livenessEnabled()) {
