@@ -14,7 +14,7 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan check-cuda-build bench bench-multihost bench-reduce bench-ps format clean
+.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan test-tsan check-cuda-build bench bench-multihost bench-reduce bench-ps format clean
 
 # A short selection of PyTorch's generic distributed suite for `make test` (the
 # tests in it that the suite gates to gloo by name also run in alias mode, see
@@ -103,7 +103,7 @@ check-cuda-build: deps $(CUDA_VENV)/.ready
 test-long: test-asan build
 	DISTX_KILL_TRIALS=20 $(VPY) -m pytest tests/python/test_failures.py -q
 	DISTX_TEST_LONG=1 $(VPY) -m pytest tests/python -q -m long
-	DISTX_TEST_LONG=1 $(VPY) -m pytest -q -s tests/python/test_torchrun.py tests/python/test_reinit.py -k "restart or reinit"
+	DISTX_TEST_LONG=1 $(VPY) -m pytest -q -s tests/python/test_torchrun.py tests/python/test_reinit.py tests/python/test_groups_footprint.py -k "restart or reinit or subgroups"
 	$(VPY) tests/generic/compare.py --json build/generic-suite.json
 
 # The C++ suite under AddressSanitizer + LeakSanitizer + UBSan.
@@ -111,6 +111,14 @@ test-asan: deps venv
 	cmake -S tests/cpp -B build/cpp-asan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) -DDISTX_SANITIZE=ON >/dev/null
 	flock build.lock cmake --build build/cpp-asan -j $(NPROC)
 	ASAN_OPTIONS=detect_leaks=1 build/cpp-asan/distx_tests --gtest_brief=1
+
+# The C++ suite under ThreadSanitizer (ranks as threads: the algorithms over
+# the local transport, the liveness ring, the completion pool).
+test-tsan: deps venv
+	cmake -S tests/cpp -B build/cpp-tsan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) -DDISTX_TSAN=ON >/dev/null
+	flock build.lock cmake --build build/cpp-tsan -j $(NPROC)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/cpp-tsan/distx_tests --gtest_brief=1
+
 
 # distx vs gloo all-reduce on this host, 2 and 4 ranks, both modes (~5 min).
 bench: build

@@ -32,4 +32,11 @@ CollectiveContext CollectiveContext::narrow(const std::vector<int>& ranks,
   return c;
 }
 
+void checkSlots(const CollectiveContext& ctx, uint64_t slots) {
+  DISTX_CHECK(slots <= tag::kMaxSlots, InvalidArgument, "this collective needs ", slots,
+              " message slots but a tag has room for ", tag::kMaxSlots, " (", ctx.chunkBytes,
+              "-byte chunks, Note [Tag layout]); raise DISTX_CHUNK_BYTES or "
+              "split the tensor");
+}
+
 }  // namespace distx

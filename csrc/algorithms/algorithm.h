@@ -75,6 +75,11 @@ struct CollectiveContext {
   uint8_t* scratchBytes(size_t bytes);
 };
 
+// Throws InvalidArgument when a collective needs more than tag::kMaxSlots
+// message slots (a huge tensor cut into small chunks would otherwise wrap the
+// slot field and mix its messages). Algorithms call it before the first send.
+void checkSlots(const CollectiveContext& ctx, uint64_t slots);
+
 // True when a completed receive that expected `want` bytes got another size.
 // Both transports report the received length (UcxTransport asks UCX for
 // callback completion so recv_info is always filled), so this is exact.

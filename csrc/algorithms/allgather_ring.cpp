@@ -29,6 +29,7 @@ void allgatherRingBlocks(CollectiveContext& ctx, const std::vector<void*>& block
   auto chunkLen = [&](int b, size_t c) { return std::min(chunk, bytes[b] - c * chunk); };
   auto ptr = [&](int b, size_t c) { return static_cast<uint8_t*>(blocks[b]) + c * chunk; };
   auto slot = [&](int t, size_t c) { return static_cast<uint64_t>(t) * maxChunks + c; };
+  checkSlots(ctx, static_cast<uint64_t>(P - 1) * maxChunks);
 
   std::vector<RequestPtr> sends;
   std::vector<RequestPtr> recvs[2];

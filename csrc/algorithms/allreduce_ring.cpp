@@ -41,6 +41,7 @@ void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, R
     return std::min(chunkElems, seg.size(segment) - c * chunkElems);
   };
   auto slot = [&](int s, size_t c) { return static_cast<uint64_t>(s) * maxChunks + c; };
+  checkSlots(ctx, static_cast<uint64_t>(steps) * maxChunks);
 
   const size_t segBytes = seg.size(0) * elem;
   uint8_t* scratch = ctx.scratchBytes(2 * segBytes);

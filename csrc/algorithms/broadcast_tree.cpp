@@ -20,6 +20,7 @@ void broadcastTree(CollectiveContext& ctx, void* data, size_t bytes, int root) {
   const size_t nChunks = (bytes + chunk - 1) / chunk;
   auto* base = static_cast<uint8_t*>(data);
   auto chunkLen = [&](size_t c) { return std::min(chunk, bytes - c * chunk); };
+  checkSlots(ctx, nChunks);
 
   int lowbit = 1;
   while (lowbit < P && !(v & lowbit))

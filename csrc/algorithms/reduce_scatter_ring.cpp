@@ -42,6 +42,7 @@ void reduceScatterRingBlocks(CollectiveContext& ctx, const std::vector<void*>& b
     return static_cast<uint8_t*>(blocks[b]) + c * chunkElems * elem;
   };
   auto slot = [&](int s, size_t c) { return static_cast<uint64_t>(s) * maxChunks + c; };
+  checkSlots(ctx, static_cast<uint64_t>(P - 1) * maxChunks);
 
   uint8_t* scratch = ctx.scratchBytes(2 * maxBytes);
   std::vector<uint8_t> owned;

@@ -4,23 +4,29 @@
 // Terms: v = (r - root) mod P. A rank's parent is v with its lowest set bit
 // cleared; its children are v + 2^k for every 2^k below that bit (the root:
 // every 2^k < P), the child v + 2^k heading a subtree of at most 2^k ranks.
-// Schedule: every receive from every child is posted up front into its own
-// scratch slice; then, chunk by chunk, the rank reduces each child's chunk
-// into its own data (smallest subtree first: those arrive first) and forwards
-// the reduced chunk to its parent at once, so the levels of the tree overlap.
+// Schedule: receives from each child are kept kWindow chunks ahead, each
+// into one of the child's kWindow scratch slots; chunk by chunk, the rank
+// reduces each child's chunk into its own data (smallest subtree first: those
+// arrive first), reposts that slot for chunk c + kWindow, and forwards the
+// reduced chunk to its parent at once, so the levels of the tree overlap.
 // Invariant: a chunk sent to the parent is the reduction over the sender's
 // whole subtree; the combination order is fixed by the tree, not by arrival.
 // AVG is reduced as SUM and divided once, at the root.
 //
 // Cost: ceil(log2 P) latency steps (plus one per chunk of pipeline depth);
 // every non-root rank sends n elements exactly once, (P-1)·n in all. Scratch:
-// (children)·n elements on inner ranks.
+// children · kWindow chunks on inner ranks, whatever n (it lives in the
+// group's scratch, which outlives the call: a tensor-sized scratch per child
+// would stay allocated for the life of the group).
 #include <algorithm>
 
 #include "algorithms/algorithm.h"
 #include "common/reduce.h"
 
 namespace distx {
+namespace {
+constexpr size_t kWindow = 4;  // chunks in flight per child
+}  // namespace
 
 void reduceTree(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op, int root) {
   const int P = ctx.size(), r = ctx.rank();
@@ -28,7 +34,7 @@ void reduceTree(CollectiveContext& ctx, void* data, size_t count, DType dt, Redu
               P - 1);
   if (P == 1 || count == 0) return;
   const int v = mod(r - root, P);
-  const size_t elem = dtypeSize(dt), bytes = count * elem;
+  const size_t elem = dtypeSize(dt);
   const size_t chunkElems = std::max<size_t>(1, ctx.chunkBytes / elem);
   const size_t nChunks = (count + chunkElems - 1) / chunkElems;
   auto* base = static_cast<uint8_t*>(data);
@@ -42,28 +48,35 @@ void reduceTree(CollectiveContext& ctx, void* data, size_t count, DType dt, Redu
     children.push_back(mod(v + k + root, P));
   const int parent = v == 0 ? -1 : mod((v & ~lowbit) + root, P);
 
-  uint8_t* scratch = ctx.scratchBytes(children.size() * bytes);
+  checkSlots(ctx, nChunks);
+  const size_t window = std::min(kWindow, nChunks);
+  const size_t slotBytes = std::min(chunkElems, count) * elem;
+  const size_t scratchBytes = children.size() * window * slotBytes;
+  uint8_t* scratch = ctx.scratchBytes(scratchBytes);
   std::vector<uint8_t> owned;
   if (!scratch && !children.empty()) {
-    owned.resize(children.size() * bytes);
+    owned.resize(scratchBytes);
     scratch = owned.data();
   }
   auto slice = [&](size_t child, size_t c) {
-    return scratch + child * bytes + c * chunkElems * elem;
+    return scratch + (child * window + c % window) * slotBytes;
   };
 
-  // recvs[child * nChunks + c]
-  std::vector<RequestPtr> recvs, sends;
+  // recvs[child * window + c % window]: chunk c of that child
+  std::vector<RequestPtr> recvs(children.size() * window), sends;
+  auto post = [&](size_t i, size_t c) {
+    recvs[i * window + c % window] = ctx.recv(children[i], c, slice(i, c), chunkCount(c) * elem);
+  };
   for (size_t i = 0; i < children.size(); ++i) {
-    for (size_t c = 0; c < nChunks; ++c) {
-      recvs.push_back(ctx.recv(children[i], c, slice(i, c), chunkCount(c) * elem));
-    }
+    for (size_t c = 0; c < window; ++c)
+      post(i, c);
   }
   for (size_t c = 0; c < nChunks; ++c) {
     uint8_t* mine = base + c * chunkElems * elem;
     for (size_t i = 0; i < children.size(); ++i) {
-      ctx.wait(*recvs[i * nChunks + c], "recv from", children[i]);
+      ctx.wait(*recvs[i * window + c % window], "recv from", children[i]);
       reduceInto(mine, slice(i, c), chunkCount(c), dt, op);
+      if (c + window < nChunks) post(i, c + window);
     }
     if (parent >= 0) {
       sends.push_back(ctx.send(parent, c, mine, chunkCount(c) * elem));

@@ -9,7 +9,7 @@ PackedBlocks allgatherPacked(CollectiveContext& ctx, const std::vector<at::Tenso
   for (const auto& t : inputs)
     p.block += static_cast<int64_t>(t.nbytes());
   const int P = ctx.size();
-  p.buf = at::empty({p.block * P}, at::kByte);
+  p.buf = parked(at::empty({p.block * P}, at::kByte));
   int64_t pos = 0;
   for (const auto& t : inputs) {
     const int64_t n = t.nbytes();

@@ -82,7 +82,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(
                    std::vector<at::Tensor> flat;
                    for (const auto& t : ts)
                      flat.push_back(t.reshape({-1}));
-                   at::Tensor buf = at::cat(flat);
+                   at::Tensor buf = parked(at::cat(flat));
                    if (compress) {
                      compressor->run(ctx, buf, spec.op, key);
                    } else {
@@ -138,7 +138,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(
         }
         if (aliased) {
           const int64_t n = in.numel();
-          at::Tensor buf = at::empty({n * static_cast<int64_t>(outs.size())}, in.options());
+          at::Tensor buf = parked(at::empty({n * static_cast<int64_t>(outs.size())}, in.options()));
           buf.narrow(0, r * n, n).copy_(in.reshape({-1}));
           std::vector<void*> blocks;
           for (size_t i = 0; i < outs.size(); ++i)

@@ -71,7 +71,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall_base(
                  [in, out, sendBytes, recvBytes](CollectiveContext& ctx) {
                    // In place (out shares memory with in): send from a copy.
                    const at::Tensor src =
-                       in.is_alias_of(out) ? contiguousCopy(in) : in.contiguous();
+                       in.is_alias_of(out) ? contiguousCopy(in) : parked(in.contiguous());
                    Contig c(out);
                    auto* s = static_cast<const uint8_t*>(src.data_ptr());
                    auto* d = static_cast<uint8_t*>(c.buf.data_ptr());
@@ -123,7 +123,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall(std::vector<at::Tenso
         std::vector<void*> rp;
         std::vector<size_t> sb, rb;
         for (const auto& t : ins)
-          srcs.push_back(aliased ? contiguousCopy(t) : t.contiguous());
+          srcs.push_back(aliased ? contiguousCopy(t) : parked(t.contiguous()));
         for (const auto& t : outs)
           dsts.emplace_back(t);
         for (size_t p = 0; p < ins.size(); ++p) {

@@ -70,8 +70,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter(
       c10d::OpType::REDUCE_SCATTER, op, opts.timeout, {out},
       [ins, out, spec, op](CollectiveContext& ctx) {
         const int64_t n = out.numel();
-        at::Tensor packed = at::empty({n * static_cast<int64_t>(ins.size())},
-                                      out.options().memory_format(at::MemoryFormat::Contiguous));
+        at::Tensor packed =
+            parked(at::empty({n * static_cast<int64_t>(ins.size())},
+                             out.options().memory_format(at::MemoryFormat::Contiguous)));
         for (size_t i = 0; i < ins.size(); ++i) {
           packed.narrow(0, i * n, n).view(ins[i].sizes()).copy_(ins[i]);
         }
@@ -111,8 +112,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter_tensor_coalesce
           int64_t block = 0;
           for (size_t i : idx)
             block += outs[i].numel();
-          at::Tensor packed = at::empty(
-              {block * P}, ins[idx[0]].options().memory_format(at::MemoryFormat::Contiguous));
+          at::Tensor packed = parked(at::empty(
+              {block * P}, ins[idx[0]].options().memory_format(at::MemoryFormat::Contiguous)));
           int64_t pos = 0;  // input i's offset inside a block
           for (size_t i : idx) {
             const int64_t n = outs[i].numel();

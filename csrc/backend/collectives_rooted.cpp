@@ -69,7 +69,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::gather(
   }
   return enqueue(c10d::OpType::GATHER, op, opts.timeout, outs,
                  [in, outs, root](CollectiveContext& ctx) {
-                   const at::Tensor src = in.contiguous();
+                   const at::Tensor src = parked(in.contiguous());
                    ContigList cs(outs);
                    gatherLinear(ctx, src.data_ptr(), src.nbytes(), cs.blocks, root);
                    cs.writeBack();
@@ -103,7 +103,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::scatter(
         std::vector<at::Tensor> srcs;
         std::vector<const void*> blocks;
         for (const auto& t : ins)
-          srcs.push_back(t.contiguous());
+          srcs.push_back(parked(t.contiguous()));
         for (const auto& t : srcs)
           blocks.push_back(t.data_ptr());
         Contig c(out);

@@ -34,6 +34,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "backend/contig.hpp"
 #include "backend/process_group_distx.hpp"
 #include "backend/tensor_checks.hpp"
 
@@ -117,7 +118,7 @@ at::Tensor sparseSum(CollectiveContext& ctx, const at::Tensor& mine) {
   const int64_t valBytes = m * rowNumel * static_cast<int64_t>(mine.element_size());
   const int64_t block = (idxBytes + valBytes + 7) / 8 * 8;  // next block's int64s stay aligned
 
-  at::Tensor buf = at::empty({block * P}, at::kByte);
+  at::Tensor buf = parked(at::empty({block * P}, at::kByte));
   auto indicesOf = [&](int r) {
     return buf.narrow(0, r * block, idxBytes).view(at::kLong).view({sparseDim, m});
   };

@@ -1,5 +1,7 @@
 #include "backend/completion_pool.hpp"
 
+#include <pthread.h>
+
 namespace distx {
 
 CompletionPool::~CompletionPool() {
@@ -12,19 +14,22 @@ CompletionPool::~CompletionPool() {
     t.join();
 }
 
-bool CompletionPool::post(std::function<void()> fn) {
+void CompletionPool::post(std::function<void()> fn) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (idle_ <= static_cast<int>(tasks_.size())) {
-    if (static_cast<int>(threads_.size()) >= kMaxThreads) return false;
+  if (idle_ <= static_cast<int>(tasks_.size()) && static_cast<int>(threads_.size()) < kMaxThreads)
     threads_.emplace_back([this] { loop(); });
-  }
   tasks_.push_back(std::move(fn));
   lock.unlock();
   cv_.notify_one();
-  return true;
+}
+
+int CompletionPool::threads() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(threads_.size());
 }
 
 void CompletionPool::loop() {
+  pthread_setname_np(pthread_self(), "distx-cb");
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     ++idle_;

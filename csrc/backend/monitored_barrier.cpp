@@ -34,7 +34,7 @@ void ProcessGroupDistx::monitoredBarrier(const c10d::BarrierOptions& opts, bool 
   int64_t ms = opts.timeout.count();
   if (opts.timeout == c10d::kUnsetTimeout) {
     std::lock_guard<std::mutex> lock(mu_);
-    ms = timeout_.count();
+    ms = timeout_.load().count();
   }
   auto work = enqueue(
       c10d::OpType::BARRIER, op, opts.timeout, {}, [waitAllRanks, ms](CollectiveContext& ctx) {

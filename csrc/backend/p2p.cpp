@@ -2,6 +2,8 @@
 // overrides that post through it.
 #include "backend/p2p.hpp"
 
+#include <pthread.h>
+
 #include <c10/util/Exception.h>
 
 #include "backend/process_group_distx.hpp"
@@ -161,11 +163,11 @@ void P2PEngine::finish(std::unique_ptr<Op> op, std::exception_ptr error) {
     std::lock_guard<std::mutex> lock(mu_);
     failed_.push_back(std::move(op));  // the transport may still use its buffer
   }
-  auto complete = [work, error] { error ? work->finishError(error) : work->finishOk(); };
-  if (!work->futureRequested() || !completions_.post(complete)) complete();
+  WorkDistx::complete(work, error, completions_);
 }
 
 void P2PEngine::loop() {
+  pthread_setname_np(pthread_self(), "distx-p2p");
   int idleRounds = 0;
   auto lastCheck = Clock::now();
   std::unique_lock<std::mutex> lock(mu_);
@@ -268,7 +270,7 @@ void ProcessGroupDistx::stopP2P(const std::string& why) {
 
 std::chrono::milliseconds ProcessGroupDistx::p2pTimeout() {
   std::lock_guard<std::mutex> lock(mu_);
-  return timeout_;
+  return timeout_.load();
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::send(std::vector<at::Tensor>& tensors,

@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <pthread.h>
+
 #include <functional>
 
 #include "algorithms/select.h"
@@ -14,8 +16,12 @@
 namespace distx {
 namespace {
 
-// Upper bound on the collective part of shutdown, so a dead peer cannot make
-// destroy_process_group hang for the whole (possibly 30 min) timeout.
+// Note [Bounded shutdown]
+// shutdown() lets queued work finish, but the whole drain is bounded by one
+// deadline, min(timeout, kShutdownCap): every op run after shutdown began
+// waits at most until then, and past it the transport is aborted so the op in
+// flight fails too. A silent peer (alive, or dead with DISTX_LIVENESS=0) thus
+// costs destroy_process_group one timeout, not one per queued op.
 constexpr auto kShutdownCap = std::chrono::seconds(30);
 
 // How long the idle worker thread polls its queue before sleeping.
@@ -32,7 +38,6 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
                                      int size, Config config)
     : c10d::Backend(rank, size),
       groupName_(config.groupName),
-      pgTag_(static_cast<uint32_t>(std::hash<std::string>{}(config.groupName))),
       chunkBytes_([] {
         try {
           env::logLevel();
@@ -60,10 +65,11 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
     TORCH_CHECK_VALUE(false, e.what());
   }
   try {
-    const Deadline deadline = Clock::now() + timeout_;
+    const Deadline deadline = Clock::now() + timeout_.load();
     bootstrap_ = std::make_unique<StoreBootstrap>(store, rank, size, deadline);
     discoverTopology(deadline);
     transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, deadline);
+    pgTag_ = transport_->groupId();
     if (env::livenessEnabled()) {
       liveness_ = std::make_unique<LivenessRing>(
           rank, size, *bootstrap_, deadline,
@@ -74,19 +80,29 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   }
   checkCompressionAgrees(config.compress);
   DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "UCX ", ucx::UcxTransport::version(), ", chunk ",
-            chunkBytes_, " B, timeout ", timeout_.count(), " ms");
+            chunkBytes_, " B, timeout ", timeout_.load().count(), " ms");
   completions_ = std::make_unique<CompletionPool>();
   worker_ = std::thread([this] { workerLoop(); });
 }
 
 ProcessGroupDistx::~ProcessGroupDistx() {
-  if (!shutDown_) {
-    // Destroyed without shutdown(): finish queued work, then tear down without
-    // the collective barriers (peers may already be gone).
-    stopWorker(/*drain=*/true);
+  if (!shutDown_.exchange(true)) {
+    // Destroyed without shutdown(): finish queued work (bounded), then leave.
+    stopWorker(/*drain=*/true, shutdownDeadline());
+    stopP2P("the process group was destroyed");
     if (liveness_) liveness_->leave();
-    transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
+    transport_->shutdown();
   }
+  if (!parked_.empty() && transport_->abandonedRequests() > 0) {
+    // UCX may still use them after this group is gone (Note [Parked buffers]).
+    DISTX_LOG(LogLevel::kInfo, prefix("destroy", 0), "leaving ", parked_.size(),
+              " failed operations' buffers to requests still in flight");
+    new std::vector<Parked>(std::move(parked_));
+  }
+}
+
+Deadline ProcessGroupDistx::shutdownDeadline() const {
+  return Clock::now() + std::min<std::chrono::milliseconds>(timeout_.load(), kShutdownCap);
 }
 
 // Note [Compression switch]: a rank that compresses while its peers do not
@@ -157,7 +173,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, con
                                              std::move(outputs), std::move(inputs));
   OpSignature sig = debugChecks_ ? makeSignature(type, opName, work->result()) : OpSignature{};
   queue_.push_back({work, std::move(job), static_cast<uint32_t>(seq), opName,
-                    effectiveTimeout(timeout, timeout_), sig});
+                    effectiveTimeout(timeout, timeout_.load()), sig});
   queued_.fetch_add(1, std::memory_order_acq_rel);
   lock.unlock();
   cv_.notify_one();
@@ -165,6 +181,17 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, con
 }
 
 void ProcessGroupDistx::workerLoop() {
+  pthread_setname_np(pthread_self(), "distx-worker");
+  struct Done {  // tells stopWorker() the loop has ended, however it ends
+    ProcessGroupDistx* pg;
+    ~Done() {
+      {
+        std::lock_guard<std::mutex> lock(pg->mu_);
+        pg->workerDone_ = true;
+      }
+      pg->cv_.notify_all();
+    }
+  } done{this};
   for (;;) {
     // Back-to-back collectives (a training step) arrive within microseconds:
     // poll briefly before sleeping to skip a thread wake-up on the hot path.
@@ -184,10 +211,14 @@ void ProcessGroupDistx::workerLoop() {
 }
 
 void ProcessGroupDistx::run(Queued& q) {
+  // Note [Parked buffers]: what failed jobs left to UCX is freed once it is done.
+  if (!parked_.empty() && transport_->abandonedRequests() <= 0) parked_.clear();
+  JobArena arena;
+  JobArena::Scope scope(arena);
   CollectiveContext ctx{*transport_};
   ctx.pg = pgTag_;
   ctx.seq = q.seq;
-  ctx.deadline = Clock::now() + q.timeout;
+  ctx.deadline = std::min(Clock::now() + q.timeout, Deadline(drainBy_.load()));
   ctx.chunkBytes = chunkBytes_;
   ctx.scratch = &scratch_;
   ctx.stageScratch = &stageScratch_;
@@ -218,31 +249,47 @@ void ProcessGroupDistx::run(Queued& q) {
     } catch (const std::exception& e) {
       DISTX_LOG(LogLevel::kInfo, prefix(q.opName, q.seq), "failed: ", e.what());
     }
+    if (transport_->abandonedRequests() > 0) {
+      parked_.push_back(
+          {std::move(q.job), std::move(arena), std::move(scratch_), std::move(stageScratch_)});
+      scratch_ = {};
+      stageScratch_.assign(tag::kMaxPhases, {});
+    }
   }
-  auto complete = [work = q.work, error] { error ? work->finishError(error) : work->finishOk(); };
-  if (!q.work->futureRequested() || !completions_->post(complete)) complete();
+  WorkDistx::complete(q.work, error, *completions_);
 }
 
-void ProcessGroupDistx::stopWorker(bool drain) {
+void ProcessGroupDistx::stopWorker(bool drain, Deadline deadline) {
   std::deque<Queued> dropped;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     if (!drain) dropped.swap(queue_);
   }
+  drainBy_.store(deadline);
   cv_.notify_all();
   for (auto& q : dropped) {
-    q.work->finishError(std::make_exception_ptr(
-        c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
-                              prefix(q.opName, q.seq) + " aborted before it ran")));
+    WorkDistx::complete(q.work,
+                        std::make_exception_ptr(c10::DistBackendError(
+                            {__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+                            prefix(q.opName, q.seq) + " aborted before it ran")),
+                        *completions_);
+  }
+  if (drain) {  // Note [Bounded shutdown]
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_until(lock, deadline, [&] { return workerDone_; })) {
+      lock.unlock();
+      transport_->abort(detail::concat(prefix("shutdown", 0),
+                                       " the process group was shut down "
+                                       "with operations still pending"));
+    }
   }
   if (worker_.joinable()) worker_.join();
   completions_.reset();  // runs what is queued, then joins
 }
 
 void ProcessGroupDistx::setTimeout(std::chrono::milliseconds timeout) {
-  std::lock_guard<std::mutex> lock(mu_);
-  timeout_ = timeout;
+  timeout_.store(timeout);
 }
 
 uint64_t ProcessGroupDistx::getSequenceNumberForGroup() {
@@ -251,23 +298,20 @@ uint64_t ProcessGroupDistx::getSequenceNumberForGroup() {
 }
 
 void ProcessGroupDistx::shutdown() {
-  if (shutDown_) return;
-  shutDown_ = true;
-  stopWorker(/*drain=*/true);
+  if (shutDown_.exchange(true)) return;
+  stopWorker(/*drain=*/true, shutdownDeadline());
   stopP2P("the process group was shut down");
-  transport_->shutdown(bootstrap_.get(),
-                       Clock::now() + std::min<std::chrono::milliseconds>(timeout_, kShutdownCap));
   if (liveness_) liveness_->leave();
+  transport_->shutdown();
 }
 
 void ProcessGroupDistx::abort() {
-  if (shutDown_) return;
-  shutDown_ = true;
+  if (shutDown_.exchange(true)) return;
   transport_->abort(prefix("abort", 0) + " process group aborted");
   stopP2P("the process group was aborted");
-  stopWorker(/*drain=*/false);
+  stopWorker(/*drain=*/false, Clock::now());
   if (liveness_) liveness_->leave();
-  transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(1));
+  transport_->shutdown();
 }
 
 c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(

@@ -25,6 +25,7 @@
 #include "backend/completion_pool.hpp"
 #include "backend/compressor.hpp"
 #include "backend/consistency_check.hpp"
+#include "backend/contig.hpp"
 #include "backend/work.hpp"
 
 namespace distx {
@@ -141,7 +142,10 @@ class ProcessGroupDistx final : public c10d::Backend {
   void workerLoop();
   void run(Queued& q);
   std::string prefix(const char* opName, uint32_t seq) const;
-  void stopWorker(bool drain);
+  // Stops the worker thread. drain: let queued ops run, all done by
+  // `deadline` (Note [Bounded shutdown]); else fail them unrun.
+  void stopWorker(bool drain, Deadline deadline);
+  Deadline shutdownDeadline() const;
   void onPeerDeath(int deadRank, const std::string& how);
   void discoverTopology(Deadline deadline);
   void checkCompressionAgrees(const compression::Config& mine);
@@ -150,9 +154,9 @@ class ProcessGroupDistx final : public c10d::Backend {
                                                  const c10d::AllreduceOptions& opts);
 
   const std::string groupName_;
-  const uint32_t pgTag_;
+  uint32_t pgTag_ = 0;  // the transport's group id (Note [Tag layout])
   const size_t chunkBytes_;
-  std::chrono::milliseconds timeout_;
+  std::atomic<std::chrono::milliseconds> timeout_;  // set_timeout() may run on any thread
   std::unique_ptr<StoreBootstrap> bootstrap_;
   std::unique_ptr<ucx::UcxTransport> transport_;
   std::unique_ptr<LivenessRing> liveness_;
@@ -164,14 +168,23 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::vector<HostInfo> hosts_;
   std::vector<std::string> topologyNotes_;
   std::unique_ptr<Compressor> compressor_;  // Note [Compression switch]
+  struct Parked {  // Note [Parked buffers]
+    Job job;
+    JobArena arena;
+    std::vector<uint8_t> scratch;
+    std::vector<std::vector<uint8_t>> stageScratch;
+  };
+  std::vector<Parked> parked_;  // worker thread only
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Queued> queue_;
-  std::atomic<int> queued_{0};  // queue_.size(), readable without mu_
-  uint64_t seq_ = 0;            // guarded by mu_
-  bool stopping_ = false;
-  bool shutDown_ = false;
+  std::atomic<int> queued_{0};         // queue_.size(), readable without mu_
+  uint64_t seq_ = 0;                   // guarded by mu_
+  bool stopping_ = false;              // guarded by mu_
+  bool workerDone_ = false;            // guarded by mu_
+  std::atomic<bool> shutDown_{false};  // shutdown(), abort() and the destructor race on it
+  std::atomic<Deadline> drainBy_{Deadline::max()};  // Note [Bounded shutdown]
   std::thread worker_;
 
   // Note [Point-to-point] (p2p.cpp): created by the first send/recv; declared

@@ -73,4 +73,16 @@ void WorkDistx::finishError(std::exception_ptr error) {
   finish(error);
 }
 
+void WorkDistx::complete(const c10::intrusive_ptr<WorkDistx>& work, std::exception_ptr error,
+                         CompletionPool& pool) {
+  {
+    std::lock_guard<std::mutex> lock(work->futureMu_);
+    if (!work->futureRequested_) {
+      error ? work->finishError(error) : work->finishOk();
+      return;
+    }
+  }
+  pool.post([work, error] { error ? work->finishError(error) : work->finishOk(); });
+}
+
 }  // namespace distx

@@ -7,7 +7,10 @@
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
 #include <atomic>
+#include <mutex>
 #include <vector>
+
+#include "backend/completion_pool.hpp"
 
 namespace distx {
 
@@ -25,19 +28,23 @@ class WorkDistx final : public c10d::Work {
 
   std::vector<at::Tensor> result() override { return outputs_; }
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override {
-    futureRequested_.store(true, std::memory_order_release);
+    std::lock_guard<std::mutex> lock(futureMu_);
+    futureRequested_ = true;
     return future_;
   }
-  // False while nobody has asked for the Future, so no callback can be chained
-  // on it yet: completing it inline cannot run user code (Note [Completion threads]).
-  bool futureRequested() const { return futureRequested_.load(std::memory_order_acquire); }
   uint64_t getSequencenumber() const override { return seq_; }
   // Polls briefly before blocking: a small collective often finishes within
   // microseconds, sooner than a sleeping thread can be woken.
   bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
 
-  void finishOk();
-  void finishError(std::exception_ptr error);
+  // Completes `work` (with `error` if set): inline while nobody has asked for
+  // its Future, so no callback can be chained on it and no user code runs
+  // here; else on `pool` (Note [Completion threads]). The check and the inline
+  // completion hold the lock getFuture() takes, so a getFuture() racing with
+  // them returns an already completed Future (its callbacks then run on the
+  // caller's thread, as torch does for completed futures).
+  static void complete(const c10::intrusive_ptr<WorkDistx>& work, std::exception_ptr error,
+                       CompletionPool& pool);
 
   // Receives only: the sender's rank in the group (recv from any source
   // learns it from the message), -1 until the receive completed.
@@ -47,7 +54,10 @@ class WorkDistx final : public c10d::Work {
  private:
   const uint64_t seq_;
   std::atomic<int> sourceRank_{-1};
-  std::atomic<bool> futureRequested_{false};
+  std::mutex futureMu_;
+  bool futureRequested_ = false;  // guarded by futureMu_
+  void finishOk();
+  void finishError(std::exception_ptr error);
   std::vector<at::Tensor> outputs_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };

@@ -3,9 +3,13 @@
 // except where a p2p receive from any source clears the src field.
 //
 //   63..62  kind  (2)   0 = collective data, 1 = point-to-point, 2 = control,
-//                       3 = parameter server (csrc/ps, its own transport)
-//   61..58  pg    (4)   low bits of the process-group id (each PG also has its own worker)
-//   57..41  seq   (17)  per-PG collective sequence number (wraps; matching is ordered)
+//                       3 = parameter server (csrc/ps)
+//   61..52  pg    (10)  the group's id, unique among the live groups of every
+//                       member process (all groups share one UCX worker, Note
+//                       [Shared UCX runtime]; ids are agreed at creation)
+//   51..41  seq   (11)  per-PG collective sequence number (wraps; matching is
+//                       ordered per sender and tag, so a wrapped seq can only
+//                       meet its namesake 2048 collectives later)
 //   40..38  phase (3)   stage of a hierarchical collective (0 = the flat, whole-group
 //                       context; 1..7 = a narrowed context, Note [Narrowed context])
 //   37..22  src   (16)  sender's rank in the group (always the group rank, also
@@ -15,7 +19,7 @@
 // Two stages of one collective never share a phase, so their messages between
 // the same pair of ranks (same src, same slot) cannot match each other's
 // receives. For point-to-point the user tag takes the seq, phase and slot
-// fields (42 bits), so a user tag can never collide with collective traffic
+// fields (36 bits), so a user tag can never collide with collective traffic
 // (different kind).
 // Parameter-server traffic (makePs) uses seq = direction (1 to a shard, 2 to a
 // worker), phase 0 and slot = key.
@@ -30,8 +34,8 @@ enum class Kind : uint64_t { kCollective = 0, kP2P = 1, kControl = 2, kPs = 3 };
 constexpr int kSlotBits = 22;
 constexpr int kSrcBits = 16;
 constexpr int kPhaseBits = 3;
-constexpr int kSeqBits = 17;
-constexpr int kPgBits = 4;
+constexpr int kSeqBits = 11;
+constexpr int kPgBits = 10;
 constexpr int kKindBits = 2;
 static_assert(kSlotBits + kSrcBits + kPhaseBits + kSeqBits + kPgBits + kKindBits == 64,
               "tag must fill 64 bits");
@@ -55,6 +59,7 @@ constexpr uint64_t kAnySourceMask = ~kSrcMask;
 constexpr int kMaxRanks = 1 << kSrcBits;
 constexpr uint64_t kMaxSlots = 1ull << kSlotBits;
 constexpr uint32_t kMaxPhases = 1u << kPhaseBits;  // phase 0 is the flat context
+constexpr uint32_t kMaxGroups = 1u << kPgBits;     // live groups per process
 
 constexpr uint64_t make(Kind kind, uint32_t pg, uint32_t seq, uint32_t phase, uint32_t src,
                         uint64_t slot) {
@@ -122,8 +127,9 @@ static_assert(seqOf(make(Kind::kCollective, 3, 7, 5, 12345, 99)) == 7);
 static_assert(srcOf(make(Kind::kCollective, 3, 7, 5, 12345, 99)) == 12345);
 static_assert(make(Kind::kCollective, 0, 0, 1, 0, 0) != make(Kind::kCollective, 0, 0, 2, 0, 0));
 static_assert(kindOf(makeP2P(1, 2, 3)) == Kind::kP2P);
-static_assert(userTagOf(makeP2P(1, 2, (1ull << 42) - 1)) == (1ull << 42) - 1);
-static_assert(userTagOf(makeP2P(1, 2, 0x2aaaaaaaaaaull)) == 0x2aaaaaaaaaaull);
+static_assert(userTagOf(makeP2P(1, 2, (1ull << 36) - 1)) == (1ull << 36) - 1);
+static_assert(userTagOf(makeP2P(1, 2, 0xaaaaaaaaaull)) == 0xaaaaaaaaaull);
+static_assert(kSeqBits + kPhaseBits + kSlotBits >= 32, "a p2p user tag (int) must fit");
 static_assert(kindOf(makePs(kPsToShard, 5, 7)) == Kind::kPs);
 static_assert((makePs(kPsToShard, 5, 7) & kPsShardMask) ==
               (makePs(kPsToShard, 0, 0) & kPsShardMask));

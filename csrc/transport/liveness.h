@@ -10,17 +10,26 @@
 // BYE first, so its exit is not taken for a death.
 //
 // Addresses (every IPv4 address of this host, and a port) are exchanged
-// through the Bootstrap like the UCX worker addresses.
+// through the Bootstrap like the UCX worker addresses. Setting up is bounded
+// by the deadline at every step (a stray or silent connection to the listener
+// cannot stall it), and a failed setup closes every descriptor it opened.
+//
+// One process-wide watcher thread (LivenessHub) polls the sockets of every
+// group's ring, so a group costs two sockets and no thread (Note [Shared UCX
+// runtime] has the numbers). Reads are non-blocking: a descriptor number the
+// watcher saw ready may have been closed and reused meanwhile.
 #pragma once
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
-#include <thread>
 
 #include "transport/transport.h"
 
 namespace distx {
+
+class LivenessHub;
 
 class LivenessRing {
  public:
@@ -34,19 +43,24 @@ class LivenessRing {
   // Announces an orderly exit (BYE) to both neighbours and stops watching.
   void leave();
 
+  // Threads of the process-wide watcher (tests check it is shared).
+  static int watcherThreads();
+
  private:
-  void loop();
+  friend class LivenessHub;
+  // Called by the watcher (its lock held) when `fd` is readable. False: stop
+  // watching that side.
+  bool onReadable(int fd);
   void report(int deadRank, const std::string& how, int fromFd);
 
   const int rank_;
   const int size_;
   OnDeath onDeath_;
-  int listenFd_ = -1;
-  int leftFd_ = -1;   // accepted from rank - 1
-  int rightFd_ = -1;  // connected to rank + 1
-  int wakeFds_[2] = {-1, -1};
+  int leftFd_ = -1;                            // accepted from rank - 1
+  int rightFd_ = -1;                           // connected to rank + 1
+  bool leftOpen_ = false, rightOpen_ = false;  // watched sides; guarded by the hub's lock
   std::atomic<bool> reported_{false};
-  std::thread thread_;
+  std::shared_ptr<LivenessHub> hub_;  // set while watched
 };
 
 }  // namespace distx

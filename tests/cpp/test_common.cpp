@@ -13,7 +13,7 @@ namespace distx {
 namespace {
 
 TEST(Tag, RoundTripsEveryField) {
-  for (uint32_t pg : {0u, 5u, 15u}) {
+  for (uint32_t pg : {0u, 5u, tag::kMaxGroups - 1}) {
     for (uint32_t seq : {0u, 1u, (1u << tag::kSeqBits) - 1}) {
       for (uint32_t phase : {0u, 1u, tag::kMaxPhases - 1}) {
         for (uint32_t src : {0u, 77u, 65535u}) {
@@ -33,7 +33,7 @@ TEST(Tag, RoundTripsEveryField) {
 }
 
 TEST(Tag, P2PUserTagRoundTrips) {
-  for (uint64_t u : {0ull, 1ull, (1ull << 22), (1ull << 41) + 5, (1ull << 42) - 1}) {
+  for (uint64_t u : {0ull, 1ull, (1ull << 22), (1ull << 35) + 5, (1ull << 36) - 1}) {
     const uint64_t t = tag::makeP2P(3, 9, u);
     EXPECT_EQ(tag::userTagOf(t), u);
     EXPECT_EQ(tag::srcOf(t), 9u);

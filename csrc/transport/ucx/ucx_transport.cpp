@@ -1,9 +1,8 @@
 #include "transport/ucx/ucx_transport.h"
 
-#include <sys/epoll.h>
-#include <unistd.h>
-
 #include <chrono>
+#include <cstring>
+#include <set>
 
 #include "common/env.h"
 #include "common/logging.h"
@@ -21,7 +20,6 @@ std::chrono::microseconds spinIdle(int worldSize) {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   return std::chrono::microseconds(static_cast<unsigned>(worldSize) <= cores ? 2000 : 50);
 }
-constexpr int kEpollTimeoutMs = 50;
 
 // Shared between a Request (the owner) and UCX's callback. Whoever finishes
 // last frees the ucp request and this state (Note [Request ownership]).
@@ -32,7 +30,7 @@ struct State {
   size_t length = 0;
   uint64_t senderTag = 0;
   void* ucpRequest = nullptr;
-  UcxTransport* owner = nullptr;
+  std::shared_ptr<Waker> waker;
   ucp_tag_recv_info_t info{};
   bool isRecv = false;
   int peer = -1;
@@ -43,16 +41,19 @@ struct State {
 // frees only if the owner already left (kOwnerGone); the owner sets kOwnerGone
 // and frees only if UCX already finished. A receive abandoned incomplete is
 // cancelled first (it completes with UCS_ERR_CANCELED through the callback).
+// The callback may run on any group's thread (the worker is shared), so it
+// notifies through the state's own reference to the group's Waker.
 void finishFromUcx(State* st, void* request, ucs_status_t status) {
-  UcxTransport* owner = st->owner;
+  std::shared_ptr<Waker> waker = st->waker;  // st may be freed by the owner once kUcxDone is set
   st->status.store(static_cast<int>(status), std::memory_order_release);
   const int prev = st->flags.fetch_or(State::kUcxDone, std::memory_order_acq_rel);
   if (prev & State::kOwnerGone) {
     ucp_request_free(request);
     delete st;
+    waker->abandoned.fetch_sub(1, std::memory_order_acq_rel);
     return;
   }
-  owner->notifyCompletion();
+  waker->notify();
 }
 
 void sendCallback(void* request, ucs_status_t status, void* userData) {
@@ -71,17 +72,23 @@ void recvCallback(void* request, ucs_status_t status, const ucp_tag_recv_info_t*
 
 class UcxRequest final : public Request {
  public:
-  UcxRequest(State* st, ucp_worker_h worker) : st_(st), worker_(worker) {}
+  UcxRequest(State* st, std::shared_ptr<Runtime> runtime) : st_(st), runtime_(std::move(runtime)) {}
   ~UcxRequest() override {
     if (!st_->ucpRequest) {  // completed immediately; UCX holds nothing
       delete st_;
       return;
     }
-    if (st_->isRecv && !(st_->flags.load(std::memory_order_acquire) & State::kUcxDone)) {
-      ucp_request_cancel(worker_, st_->ucpRequest);  // no-op if it completed meanwhile
+    const bool done = st_->flags.load(std::memory_order_acquire) & State::kUcxDone;
+    if (st_->isRecv && !done) {
+      ucp_request_cancel(runtime_->worker(), st_->ucpRequest);  // no-op if it completed meanwhile
     }
+    // Counted before kOwnerGone is visible, so the callback's decrement can
+    // never come first (Note [Parked buffers]).
+    Waker& waker = *st_->waker;
+    waker.abandoned.fetch_add(1, std::memory_order_acq_rel);
     const int prev = st_->flags.fetch_or(State::kOwnerGone, std::memory_order_acq_rel);
     if (prev & State::kUcxDone) {
+      waker.abandoned.fetch_sub(1, std::memory_order_acq_rel);
       ucp_request_free(st_->ucpRequest);
       delete st_;
     }
@@ -101,82 +108,91 @@ class UcxRequest final : public Request {
 
  private:
   State* st_;
-  ucp_worker_h worker_;
+  std::shared_ptr<Runtime> runtime_;  // the worker outlives every request on it
 };
+
+// The bootstrap value of "ucx_addr/<rank>" (Note [Shared UCX runtime]):
+// [next id][n][n ids in use] as uint32, then the worker address.
+std::vector<uint8_t> encodeEntry(uint32_t next, const std::vector<uint32_t>& ids,
+                                 const std::string& address) {
+  std::vector<uint32_t> head{next, static_cast<uint32_t>(ids.size())};
+  head.insert(head.end(), ids.begin(), ids.end());
+  std::vector<uint8_t> out(head.size() * sizeof(uint32_t) + address.size());
+  std::memcpy(out.data(), head.data(), head.size() * sizeof(uint32_t));
+  std::memcpy(out.data() + head.size() * sizeof(uint32_t), address.data(), address.size());
+  return out;
+}
+
+void decodeEntry(const std::vector<uint8_t>& in, int rank, uint32_t& next, std::set<uint32_t>& ids,
+                 std::string& address) {
+  uint32_t word[2] = {0, 0};
+  DISTX_CHECK(in.size() >= sizeof word, TransportError, "bad address entry of rank ", rank);
+  std::memcpy(word, in.data(), sizeof word);
+  const size_t head = sizeof(uint32_t) * (2 + static_cast<size_t>(word[1]));
+  DISTX_CHECK(word[1] <= tag::kMaxGroups && in.size() > head, TransportError,
+              "bad address entry of rank ", rank);
+  next = std::max(next, word[0]);
+  for (uint32_t i = 0; i < word[1]; ++i) {
+    uint32_t id = 0;
+    std::memcpy(&id, in.data() + sizeof(uint32_t) * (2 + i), sizeof id);
+    ids.insert(id);
+  }
+  address.assign(reinterpret_cast<const char*>(in.data()) + head, in.size() - head);
+}
 
 }  // namespace
 
 UcxTransport::UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline deadline)
-    : rank_(rank), size_(size), spinIdle_(spinIdle(size)) {
+    : rank_(rank), size_(size), spinIdle_(spinIdle(size)), waker_(std::make_shared<Waker>()) {
   DISTX_CHECK(size > 0 && size <= tag::kMaxRanks, InvalidArgument, "world size ", size,
               " is outside 1..", tag::kMaxRanks);
-  context_ = std::make_shared<Context>(size);
-  worker_ = std::make_unique<Worker>(context_);
+  runtime_ = Runtime::acquire();
+  (void)deadline;  // the store's own timeout bounds the exchange
+  allocateGroupId(bootstrap);
+}
 
-  int efd = -1;
-  check(ucp_worker_get_efd(worker_->get(), &efd), "ucp_worker_get_efd");
-  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
-  DISTX_CHECK(epollFd_ >= 0, TransportError, "epoll_create1 failed");
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = efd;
-  DISTX_CHECK(epoll_ctl(epollFd_, EPOLL_CTL_ADD, efd, &ev) == 0, TransportError,
-              "epoll_ctl failed");
-  progressThread_ = std::thread([this] { progressLoop(); });
-
-  try {
-    const std::string addr = worker_->address();
-    bootstrap.set("ucx_addr/" + std::to_string(rank_),
-                  std::vector<uint8_t>(addr.begin(), addr.end()));
-    endpoints_.assign(size_, nullptr);
-    for (int r = 0; r < size_; ++r) {
-      const auto peer = bootstrap.get("ucx_addr/" + std::to_string(r));
-      ucp_ep_params_t ep{};
-      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-      ep.address = reinterpret_cast<const ucp_address_t*>(peer.data());
-      ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-      check(ucp_ep_create(worker_->get(), &ep, &endpoints_[r]), "ucp_ep_create");
-    }
-    (void)deadline;
-  } catch (...) {
-    stopProgressThread();
-    throw;
+void UcxTransport::allocateGroupId(Bootstrap& bootstrap) {
+  auto creating = runtime_->lockGroupCreation();
+  bootstrap.set(
+      "ucx_addr/" + std::to_string(rank_),
+      encodeEntry(runtime_->nextGroupId(), runtime_->usedGroupIds(), runtime_->address()));
+  std::set<uint32_t> used;
+  uint32_t next = 0;
+  endpoints_.assign(size_, nullptr);
+  for (int r = 0; r < size_; ++r) {
+    std::string address;
+    decodeEntry(bootstrap.get("ucx_addr/" + std::to_string(r)), r, next, used, address);
+    endpoints_[r] = runtime_->endpoint(address);
   }
+  // The first id free in every member, from the members' furthest cursor on:
+  // ids go round before one is reused, so a late message of a dead group
+  // cannot match a new group's receive.
+  DISTX_CHECK(used.size() < tag::kMaxGroups, InvalidArgument, "more than ", tag::kMaxGroups,
+              " distx process groups are alive in a member process; destroy some first");
+  uint32_t id = next % tag::kMaxGroups;
+  while (used.count(id))
+    id = (id + 1) % tag::kMaxGroups;
+  runtime_->reserveGroupId(id);
+  groupId_ = id;
+  idHeld_.store(true);
 }
 
 UcxTransport::~UcxTransport() {
-  stopProgressThread();
-  if (!shutDown_) {
-    // Not shut down collectively (process exit, error path): drop endpoints
-    // without flushing; ucp_worker_destroy releases what remains.
-    endpoints_.clear();
-  }
-  if (epollFd_ >= 0) close(epollFd_);
-  if (aborted_.load()) {
-    // After a peer died, sends to it never complete; destroying the worker
-    // would make UCX walk (and warn about) their half-done protocol state.
-    // The handles are deliberately leaked: the process usually exits next.
-    (void)worker_.release();
-    new std::shared_ptr<Context>(std::move(context_));
-    return;
-  }
-  worker_.reset();
-  context_.reset();
+  shutdown();
+}
+
+void UcxTransport::shutdown() {
+  if (idHeld_.exchange(false)) runtime_->releaseGroupId(groupId_);
 }
 
 std::string UcxTransport::version() {
   return ucp_get_version_string();
 }
 
-void UcxTransport::notifyCompletion() {
-  { std::lock_guard<std::mutex> lock(mu_); }
-  cv_.notify_all();
-}
-
 RequestPtr UcxTransport::send(int dst, uint64_t tag, const void* buf, size_t bytes) {
   DISTX_CHECK(dst >= 0 && dst < size_, InvalidArgument, "send to invalid rank ", dst);
   auto* st = new State;
-  st->owner = this;
+  st->waker = waker_;
   st->peer = dst;
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
@@ -197,12 +213,12 @@ RequestPtr UcxTransport::send(int dst, uint64_t tag, const void* buf, size_t byt
   } else {
     st->ucpRequest = r;
   }
-  return std::make_unique<UcxRequest>(st, worker_->get());
+  return std::make_unique<UcxRequest>(st, runtime_);
 }
 
 RequestPtr UcxTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, size_t bytes) {
   auto* st = new State;
-  st->owner = this;
+  st->waker = waker_;
   st->peer = src;
   st->isRecv = true;
   ucp_request_param_t p{};
@@ -215,7 +231,7 @@ RequestPtr UcxTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, s
   p.datatype = ucp_dt_make_contig(1);
   p.memory_type = UCS_MEMORY_TYPE_HOST;
   p.recv_info.tag_info = &st->info;
-  void* r = ucp_tag_recv_nbx(worker_->get(), buf, bytes, tag, mask, &p);
+  void* r = ucp_tag_recv_nbx(runtime_->worker(), buf, bytes, tag, mask, &p);
   if (UCS_PTR_IS_ERR(r)) {
     const ucs_status_t err = UCS_PTR_STATUS(r);
     delete st;
@@ -229,37 +245,48 @@ RequestPtr UcxTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, s
   } else {
     st->ucpRequest = r;
   }
-  return std::make_unique<UcxRequest>(st, worker_->get());
+  return std::make_unique<UcxRequest>(st, runtime_);
 }
 
 void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what) {
   if (req.test()) return;
-  ucp_worker_h w = worker_->get();
+  ucp_worker_h w = runtime_->worker();
   // Spin phase: progress ourselves while events keep coming.
-  spinners_.fetch_add(1, std::memory_order_acq_rel);
+  runtime_->addSpinner();
   auto lastEvent = Clock::now();
   unsigned iter = 0;
   bool done = false;
-  while (true) {
-    if (ucp_worker_progress(w) > 0) lastEvent = Clock::now();
-    if ((done = req.test())) break;
-    if (aborted_.load(std::memory_order_acquire)) break;
-    if ((++iter & 63) == 0) {
-      const auto now = Clock::now();
-      if (now - lastEvent > spinIdle_ || now >= deadline) break;
+  try {
+    while (true) {
+      if (ucp_worker_progress(w) > 0) lastEvent = Clock::now();
+      if ((done = req.test())) break;
+      if (aborted_.load(std::memory_order_acquire)) break;
+      if ((++iter & 63) == 0) {
+        const auto now = Clock::now();
+        if (now - lastEvent > spinIdle_ || now >= deadline) break;
+      }
     }
+  } catch (...) {
+    runtime_->removeSpinner();
+    throw;
   }
-  spinners_.fetch_sub(1, std::memory_order_acq_rel);
+  runtime_->removeSpinner();
   if (done) return;
   // Sleep phase: hand progress to the progress thread and sleep until a
   // completion, an abort or the deadline.
   ucp_worker_signal(w);
-  std::unique_lock<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(waker_->mu);
   while (!req.test()) {
-    if (aborted_.load(std::memory_order_acquire))
-      throw PeerFailure(abortReason_ + " (while waiting: " + what + ")");
+    if (aborted_.load(std::memory_order_acquire)) {
+      std::string reason;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        reason = abortReason_;
+      }
+      throw PeerFailure(reason + " (while waiting: " + what + ")");
+    }
     if (Clock::now() >= deadline) throw Timeout("Timed out waiting for " + what);
-    cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(10)));
+    waker_->cv.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(10)));
   }
 }
 
@@ -270,81 +297,7 @@ void UcxTransport::abort(const std::string& reason) {
     abortReason_ = reason;
     aborted_.store(true, std::memory_order_release);
   }
-  cv_.notify_all();
-}
-
-void UcxTransport::progressLoop() {
-  ucp_worker_h w = worker_->get();
-  epoll_event ev{};
-  while (!stop_.load(std::memory_order_acquire)) {
-    if (spinners_.load(std::memory_order_acquire) > 0) {
-      // A waiter is progressing; stay out of its way.
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-      continue;
-    }
-    while (ucp_worker_progress(w) > 0) {
-    }
-    const ucs_status_t st = ucp_worker_arm(w);
-    if (st == UCS_ERR_BUSY) continue;
-    if (st != UCS_OK) {
-      DISTX_LOG(LogLevel::kError, "[distx progress]",
-                "ucp_worker_arm failed: ", ucs_status_string(st));
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      continue;
-    }
-    epoll_wait(epollFd_, &ev, 1, kEpollTimeoutMs);
-  }
-}
-
-void UcxTransport::stopProgressThread() {
-  if (!progressThread_.joinable()) return;
-  stop_.store(true, std::memory_order_release);
-  ucp_worker_signal(worker_->get());
-  progressThread_.join();
-}
-
-void UcxTransport::storeBarrier(Bootstrap& bootstrap, const std::string& key, Deadline deadline) {
-  bootstrap.add(key, 1);
-  while (bootstrap.add(key, 0) < size_) {
-    if (Clock::now() >= deadline) {
-      DISTX_LOG(LogLevel::kWarn, detail::concat("[distx ", rank_, "/", size_, "]"),
-                "shutdown: not every rank reached '", key, "' in time; closing anyway");
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-}
-
-void UcxTransport::shutdown(Bootstrap* bootstrap, Deadline deadline) {
-  if (shutDown_) return;
-  shutDown_ = true;
-  const bool clean = !aborted_.load() && bootstrap != nullptr;
-  if (!clean) {
-    // A peer is gone or we are aborting: flushing could wait on a dead peer.
-    // Dropping the endpoints lets ucp_worker_destroy release them.
-    endpoints_.clear();
-    stopProgressThread();
-    return;
-  }
-  storeBarrier(*bootstrap, "ucx_fin_1", deadline);
-  std::vector<void*> closing;
-  for (ucp_ep_h ep : endpoints_) {
-    if (!ep) continue;
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = 0;  // flush, then close
-    void* r = ucp_ep_close_nbx(ep, &p);
-    if (r && !UCS_PTR_IS_ERR(r)) closing.push_back(r);
-  }
-  endpoints_.clear();
-  for (void* r : closing) {
-    while (ucp_request_check_status(r) == UCS_INPROGRESS && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));  // progress thread flushes
-    }
-    if (ucp_request_check_status(r) != UCS_INPROGRESS) ucp_request_free(r);
-  }
-  storeBarrier(*bootstrap, "ucx_fin_2", deadline);
-  stopProgressThread();
+  waker_->notify();
 }
 
 }  // namespace distx::ucx

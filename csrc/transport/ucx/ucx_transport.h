@@ -1,20 +1,16 @@
-// UCX transport: one UCP context + MULTI-mode worker per process group.
-//
-// Note [UCX progress]
-// The thread that waits on a request progresses the worker itself while it
-// spins (lowest latency); after kSpinIdle without events it sleeps on a
-// condition variable and the progress thread takes over, sleeping on the
-// worker's event fd (ucp_worker_arm + epoll) when nothing is pending. The
-// progress thread also keeps wire-up and rendezvous moving while no
-// collective runs and while the caller blocks on the store.
+// UCX transport: one process group's view of the process-wide UCX runtime
+// (Note [Shared UCX runtime] in ucx_runtime.h): endpoints to its members, a
+// tag group id unique among the live groups of every member, its own waiters
+// and its own abort state.
 //
 // Endpoints use UCP_ERR_HANDLING_MODE_NONE: PEER mode would silently move
 // shared-memory traffic to TCP (UCX 1.13). Dead peers are therefore detected
 // above the transport (deadlines now; a liveness watchdog calls abort()).
 //
-// Teardown (shutdown): store barrier -> flush-close every endpoint while the
-// progress thread runs -> store barrier -> stop thread -> destroy worker. Each
-// step is bounded; after abort() the barriers are skipped.
+// Teardown: the group releases its id and its reference to the runtime; the
+// runtime flush-closes the endpoints when the last group goes. Requests still
+// in flight (after a timeout or abort) keep their state alive on their own
+// (Note [Request ownership]); receives are cancelled.
 #pragma once
 
 #include <atomic>
@@ -22,17 +18,32 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "transport/transport.h"
-#include "transport/ucx/ucx_handles.h"
+#include "transport/ucx/ucx_runtime.h"
 
 namespace distx::ucx {
 
+// Wakes a group's sleeping waiters from UCX callbacks. Shared with every
+// request's state, so a callback that runs on another group's thread after
+// this group is gone still has something valid to notify.
+struct Waker {
+  std::mutex mu;
+  std::condition_variable cv;
+  // Requests destroyed before UCX finished them (Note [Parked buffers]);
+  // counted up before the owner lets go, down when UCX finishes one.
+  std::atomic<int> abandoned{0};
+  void notify() {
+    { std::lock_guard<std::mutex> lock(mu); }
+    cv.notify_all();
+  }
+};
+
 class UcxTransport final : public Transport {
  public:
-  // Exchanges worker addresses through `bootstrap` and connects to every peer.
+  // Exchanges worker addresses (and used group ids) through `bootstrap`,
+  // connects to every peer and agrees on the group id.
   UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline deadline);
   ~UcxTransport() override;
 
@@ -43,36 +54,33 @@ class UcxTransport final : public Transport {
   void wait(Request& req, Deadline deadline, const std::string& what) override;
   void abort(const std::string& reason) override;
 
-  // Orderly, collective teardown (see the note above). Safe to call twice.
-  void shutdown(Bootstrap* bootstrap, Deadline deadline);
+  // Requests of this group that their owner gave up on (a failed collective)
+  // and UCX still runs: their buffers must stay valid (Note [Parked buffers]).
+  int abandonedRequests() const { return waker_->abandoned.load(std::memory_order_acquire); }
 
-  // Called from UCX callbacks.
-  void notifyCompletion();
+  // The group's tag id (Note [Tag layout]), the same on every member.
+  uint32_t groupId() const { return groupId_; }
+
+  // Releases the group id; later sends/recvs fail. Safe to call twice.
+  void shutdown();
 
   static std::string version();
 
  private:
-  void progressLoop();
-  void storeBarrier(Bootstrap& bootstrap, const std::string& key, Deadline deadline);
-  void stopProgressThread();
+  void allocateGroupId(Bootstrap& bootstrap);
 
   const int rank_;
   const int size_;
   const std::chrono::microseconds spinIdle_;
-  std::shared_ptr<Context> context_;
-  std::unique_ptr<Worker> worker_;
-  std::vector<ucp_ep_h> endpoints_;
-
-  int epollFd_ = -1;
-  std::thread progressThread_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int> spinners_{0};
+  std::shared_ptr<Runtime> runtime_;
+  std::vector<ucp_ep_h> endpoints_;  // owned by the runtime
+  uint32_t groupId_ = 0;
+  std::atomic<bool> idHeld_{false};
+  std::shared_ptr<Waker> waker_;
 
   std::mutex mu_;
-  std::condition_variable cv_;
   std::atomic<bool> aborted_{false};
   std::string abortReason_;  // guarded by mu_
-  bool shutDown_ = false;
 };
 
 }  // namespace distx::ucx

@@ -1,0 +1,138 @@
+"""Lifetime of a process group's resources (issue 8, item 5).
+
+- ``.then`` callbacks never run on the group's worker thread, however the
+  completion races with ``get_future()`` (Note [Completion threads]);
+- shutdown with a silent peer costs one timeout, not one per queued op
+  (Note [Bounded shutdown]);
+- repeated init + abort cycles leak neither descriptors nor threads (abort
+  used to leak a UCP context and worker each time);
+- a send abandoned by a timed-out collective keeps its buffer: a late peer
+  reads the data that was sent, never freed or reused memory (Note [Parked
+  buffers]).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from distx_testing import current_store, run_ranks
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def _thread_name() -> str:
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+        return f.read().strip()
+
+
+def _callback_threads_worker(rank: int, ws: int, iters: int) -> list:
+    names = []
+    for i in range(iters):
+        work = dist.all_reduce(torch.ones(1), async_op=True)
+        fut = work.get_future()
+        names.append(fut.then(lambda f: _thread_name()).wait())
+    return sorted(set(names))
+
+
+def test_then_callbacks_never_run_on_the_worker_thread() -> None:
+    # One rank: the collective completes within microseconds, racing the
+    # caller's get_future()/then().
+    names = run_ranks(_callback_threads_worker, 1, 3000, timeout=120)[0]
+    assert "distx-worker" not in names, f"a .then callback ran on the worker thread: {names}"
+
+
+def _bounded_shutdown_worker(rank: int, ws: int) -> dict:
+    store = current_store()
+    if rank == 1:  # alive but silent: never joins the collectives
+        store.wait(["shutdown/done"], datetime.timedelta(seconds=60))
+        return {}
+    works = [dist.all_reduce(torch.ones(100), async_op=True) for _ in range(4)]
+    start = time.monotonic()
+    dist.destroy_process_group()
+    elapsed = time.monotonic() - start
+    errors = []
+    for w in works:
+        try:
+            w.wait()
+            errors.append(None)
+        except RuntimeError as e:
+            errors.append(str(e))
+    store.set("shutdown/done", "1")
+    return {"elapsed": elapsed, "errors": errors}
+
+
+def test_shutdown_with_a_silent_peer_is_bounded_as_a_whole() -> None:
+    # Liveness off: the peer's silence is only found by deadlines. Four queued
+    # ops with a 3 s timeout used to cost 4 x 3 s, plus the teardown barriers.
+    out = run_ranks(_bounded_shutdown_worker, 2, timeout=90, pg_timeout=3, env={"DISTX_LIVENESS": "0"})[0]
+    assert all(e is not None for e in out["errors"]), out["errors"]
+    assert out["elapsed"] < 6, f"destroy_process_group took {out['elapsed']:.1f}s with a 3 s timeout"
+
+
+def _counts() -> tuple[int, int]:
+    return len(os.listdir("/proc/self/task")), len(os.listdir("/proc/self/fd"))
+
+
+def _abort_cycles_worker(rank: int, ws: int, cycles: int) -> list:
+    store = current_store()
+    counts = []
+    for _ in range(cycles):
+        dist.init_process_group("distx", store=store, rank=rank, world_size=ws,
+                                timeout=datetime.timedelta(seconds=30))
+        t = torch.ones(1000)
+        dist.all_reduce(t)
+        dist.barrier()
+        dist.distributed_c10d._abort_process_group()
+        time.sleep(0.2)  # let exiting threads go
+        counts.append(_counts())
+    return counts
+
+
+def test_abort_cycles_leak_no_descriptors_or_threads() -> None:
+    res = run_ranks(_abort_cycles_worker, 2, 5, backend=None, store="tcp", timeout=120)
+    for rank, counts in enumerate(res):
+        (t1, f1), (t5, f5) = counts[0], counts[-1]
+        assert f5 <= f1 + 2, f"rank {rank}: descriptors after each init+abort: {[c[1] for c in counts]}"
+        assert t5 <= t1 + 1, f"rank {rank}: threads after each init+abort: {[c[0] for c in counts]}"
+
+
+N = 16 << 20  # 64 MiB of float32: sent by rendezvous, allocated with mmap
+
+
+def _abandoned_send_worker(rank: int, ws: int) -> dict:
+    store = current_store()
+    if rank == 0:
+        t = torch.full((N,), 1.0)
+        try:
+            dist.broadcast(t, src=0)  # rank 1 is late: times out with the sends in flight
+            timed_out = False
+        except dist.DistBackendError:
+            timed_out = True
+        del t  # the user lets go of the tensor, then allocates again
+        junk = torch.full((N,), 7.0)
+        store.set("abandoned/sent", "1")
+        store.wait(["abandoned/received"], datetime.timedelta(seconds=60))
+        return {"timed_out": timed_out, "junk": junk[0].item()}
+    store.wait(["abandoned/sent"], datetime.timedelta(seconds=60))
+    u = torch.zeros(N)
+    try:
+        dist.broadcast(u, src=0)  # matches rank 0's abandoned sends
+        error = None
+    except RuntimeError as e:
+        error = str(e)
+    store.set("abandoned/received", "1")
+    return {"error": error, "values": sorted(set(u[:: 1 << 16].tolist()))}
+
+
+def test_a_timed_out_send_keeps_its_buffer_for_the_late_peer() -> None:
+    r0, r1 = run_ranks(_abandoned_send_worker, 2, timeout=120, pg_timeout=2)
+    assert r0["timed_out"], "rank 0's broadcast should have timed out waiting for rank 1"
+    assert r1["error"] is None, f"the late receive failed: {r1['error']}"
+    assert r1["values"] == [1.0], f"the late receive read freed or reused memory: {r1['values']}"
