@@ -103,7 +103,7 @@ check-cuda-build: deps $(CUDA_VENV)/.ready
 test-long: test-asan build
 	DISTX_KILL_TRIALS=20 $(VPY) -m pytest tests/python/test_failures.py -q
 	DISTX_TEST_LONG=1 $(VPY) -m pytest tests/python -q -m long
-	DISTX_TEST_LONG=1 $(VPY) -m pytest -q -s tests/python/test_torchrun.py tests/python/test_reinit.py tests/python/test_groups_footprint.py -k "restart or reinit or subgroups"
+	DISTX_TEST_LONG=1 $(VPY) -m pytest -q -s tests/python/test_torchrun.py tests/python/test_groups_footprint.py -k "restart or subgroups"
 	$(VPY) tests/generic/compare.py --json build/generic-suite.json
 
 # The C++ suite under AddressSanitizer + LeakSanitizer + UBSan.

@@ -6,14 +6,15 @@ same name (and so the same store prefix) as the old one, so every key the
 backend writes at init (UCX worker addresses, liveness addresses, teardown
 barrier counters) would be read back from the previous incarnation unless the
 keys carry an incarnation agreed through the store (Note [Store
-incarnations]). Gloo passes the same sequence; it is the oracle in `make
-test-long` (DISTX_TEST_LONG=1), closed forms otherwise.
+incarnations]). Gloo is no oracle here: it reads the previous incarnation's
+addresses too and fails these sequences now and then ("connectFullMesh ...
+Connection refused", "Connection reset by peer"), so results are checked
+against closed forms.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 
 import pytest
 import torch
@@ -49,7 +50,7 @@ def _cycles_worker(rank: int, ws: int, backend: str, with_subgroup: bool) -> lis
 
 def test_reinit_on_same_store_with_a_subgroup() -> None:
     """Three init/destroy cycles on one TCPStore, each with a sub-group of
-    ranks 0 and ws-1; closed-form results, and gloo's under DISTX_TEST_LONG=1."""
+    ranks 0 and ws-1; closed-form results."""
     ws = 3
     got = run_ranks(_cycles_worker, ws, "distx", True, backend=None, store="tcp", timeout=90)
     for rank in range(ws):
@@ -57,12 +58,10 @@ def test_reinit_on_same_store_with_a_subgroup() -> None:
             assert row[0] == sum(r + 1 + cycle for r in range(ws)), (rank, cycle, row)
             if rank in (0, ws - 1):
                 assert row[1] == (ws - 1) * 10 + 2 * cycle, (rank, cycle, row)
-    if os.environ.get("DISTX_TEST_LONG") == "1":
-        want = run_ranks(_cycles_worker, ws, "gloo", True, backend=None, store="tcp", timeout=90)
-        assert got == want, f"distx {got} != gloo {want}"
 
 
 def test_reinit_world_only() -> None:
+    """Three init/destroy cycles of the world group on one TCPStore."""
     ws = 2
     got = run_ranks(_cycles_worker, ws, "distx", False, backend=None, store="tcp", timeout=90)
     for rank in range(ws):
