@@ -42,7 +42,11 @@ venv: $(VENV)/.ready
 
 $(BUILD_STAMP): $(VENV)/.ready $(SOURCES)
 	@$(MAKE) --no-print-directory deps
-	flock build.lock env MAX_JOBS=$(NPROC) $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
+	@# _C is compiled in place, incrementally (objects kept in build/ext-temp);
+	@# the package is then installed editable without compiling it again.
+	flock build.lock env MAX_JOBS=$(NPROC) $(VPY) setup.py -q build_ext --inplace --build-temp build/ext-temp
+	$(VPY) -m pip show -q torch-distx >/dev/null 2>&1 || \
+	  DISTX_SKIP_EXT=1 $(VPY) -m pip install -q --no-build-isolation --no-deps -e .
 	@mkdir -p build && touch $@
 
 build: deps venv $(BUILD_STAMP)

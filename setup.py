@@ -86,8 +86,11 @@ with open(_info if os.environ.get("DISTX_WRITE_BUILD_INFO", "1") != "0" else os.
         f"TORCH_VERSION = {torch.__version__!r}\n"
     )
 
+# DISTX_SKIP_EXT=1: register the package only (the Makefile builds _C in place
+# first, incrementally, then installs editable without compiling it again).
+skip_ext = os.environ.get("DISTX_SKIP_EXT", "0") == "1"
 setup(
     packages=find_packages(include=["torch_distx", "torch_distx.*"]),
-    ext_modules=[ext],
+    ext_modules=[] if skip_ext else [ext],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

@@ -21,13 +21,14 @@ namespace {
 class PsNode {
  public:
   PsNode(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, ps::NodeConfig cfg,
-         const at::Tensor& init)
-      : bootstrap_(std::make_unique<StoreBootstrap>(store)) {
+         const at::Tensor& init) {
     TORCH_CHECK(init.scalar_type() == at::kFloat && init.is_contiguous() && init.is_cpu() &&
                     static_cast<size_t>(init.numel()) == cfg.total,
                 "ps: init must be a contiguous CPU float32 tensor of ", cfg.total, " elements");
     const auto deadline = Clock::now() + cfg.timeout;
     py::gil_scoped_release release;
+    // Joins this PS's incarnation of the store's keys (Note [Store incarnations]).
+    bootstrap_ = std::make_unique<StoreBootstrap>(store, rank, size, deadline);
     transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, deadline);
     node_ = std::make_unique<ps::Node>(*transport_, std::move(cfg), init.data_ptr<float>(),
                                        bootstrap_.get());
@@ -42,7 +43,7 @@ class PsNode {
     } catch (const std::exception&) {
     }
     node_.reset();
-    transport_->shutdown(nullptr, Clock::now() + std::chrono::seconds(2));
+    transport_->shutdown();
     transport_.reset();
   }
 

@@ -17,16 +17,16 @@ constexpr int kEpollTimeoutMs = 50;
 constexpr auto kCloseDeadline = std::chrono::seconds(2);
 
 std::mutex gMu;
-std::weak_ptr<Runtime> gRuntime;  // guarded by gMu
+std::map<std::string, std::weak_ptr<Runtime>> gRuntimes;  // guarded by gMu
 std::atomic<int> gLive{0};
 
 }  // namespace
 
-std::shared_ptr<Runtime> Runtime::acquire() {
+std::shared_ptr<Runtime> Runtime::acquire(const std::string& key) {
   std::lock_guard<std::mutex> lock(gMu);
-  if (auto rt = gRuntime.lock()) return rt;
+  if (auto rt = gRuntimes[key].lock()) return rt;
   std::shared_ptr<Runtime> rt(new Runtime());
-  gRuntime = rt;
+  gRuntimes[key] = rt;
   return rt;
 }
 

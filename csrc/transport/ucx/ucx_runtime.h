@@ -41,9 +41,11 @@ namespace distx::ucx {
 
 class Runtime {
  public:
-  // The process's runtime, created on first use.
-  static std::shared_ptr<Runtime> acquire();
-  // Live runtimes in this process (0 or 1; tests check teardown with it).
+  // The process's runtime, created on first use. `key` names a separate
+  // runtime: only tests use it, to run ranks as threads of one process each
+  // with its own worker (tests/cpp/ucx); groups always use the default "".
+  static std::shared_ptr<Runtime> acquire(const std::string& key = "");
+  // Live runtimes in this process (0 or 1 outside tests; teardown tests use it).
   static int liveCount();
   ~Runtime();
   Runtime(const Runtime&) = delete;

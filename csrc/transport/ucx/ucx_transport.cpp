@@ -142,11 +142,12 @@ void decodeEntry(const std::vector<uint8_t>& in, int rank, uint32_t& next, std::
 
 }  // namespace
 
-UcxTransport::UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline deadline)
+UcxTransport::UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline deadline,
+                           const std::string& runtimeKey)
     : rank_(rank), size_(size), spinIdle_(spinIdle(size)), waker_(std::make_shared<Waker>()) {
   DISTX_CHECK(size > 0 && size <= tag::kMaxRanks, InvalidArgument, "world size ", size,
               " is outside 1..", tag::kMaxRanks);
-  runtime_ = Runtime::acquire();
+  runtime_ = Runtime::acquire(runtimeKey);
   (void)deadline;  // the store's own timeout bounds the exchange
   allocateGroupId(bootstrap);
 }

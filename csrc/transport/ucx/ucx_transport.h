@@ -43,8 +43,10 @@ struct Waker {
 class UcxTransport final : public Transport {
  public:
   // Exchanges worker addresses (and used group ids) through `bootstrap`,
-  // connects to every peer and agrees on the group id.
-  UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline deadline);
+  // connects to every peer and agrees on the group id. `runtimeKey` picks a
+  // separate runtime (tests only, Runtime::acquire).
+  UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline deadline,
+               const std::string& runtimeKey = "");
   ~UcxTransport() override;
 
   int rank() const override { return rank_; }

@@ -67,16 +67,26 @@ void runUcxRanks(int P, const std::function<void(int, UcxTransport&)>& fn) {
   MemoryBootstrap bootstrap;
   std::vector<std::exception_ptr> errors(P);
   std::vector<std::thread> threads;
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
   for (int r = 0; r < P; ++r) {
     threads.emplace_back([&, r] {
       try {
-        UcxTransport t(r, P, bootstrap, in(std::chrono::seconds(30)));
+        // Each rank-thread gets its own UCX runtime (worker), as a process would.
+        UcxTransport t(r, P, bootstrap, in(std::chrono::seconds(30)), "rank" + std::to_string(r));
         try {
           fn(r, t);
         } catch (...) {
           errors[r] = std::current_exception();
         }
-        t.shutdown(&bootstrap, in(std::chrono::seconds(10)));
+        // Every rank is done with every request before any transport goes.
+        std::unique_lock<std::mutex> lock(mu);
+        ++done;
+        cv.notify_all();
+        cv.wait_for(lock, std::chrono::seconds(10), [&] { return done == P; });
+        lock.unlock();
+        t.shutdown();
       } catch (...) {
         if (!errors[r]) errors[r] = std::current_exception();
       }
