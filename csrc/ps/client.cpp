@@ -8,10 +8,18 @@
 
 namespace distx::ps {
 
-Client::Client(Transport& transport, Layout layout, std::chrono::milliseconds timeout)
-    : transport_(transport), layout_(std::move(layout)), timeout_(timeout) {
+Client::Client(Transport& transport, Layout layout, std::chrono::milliseconds timeout, Codec codec,
+               double topkRatio)
+    : transport_(transport), layout_(std::move(layout)), timeout_(timeout), codecId_(codec) {
   recvBufs_.resize(layout_.keys());
   recvs_.resize(layout_.keys());
+  states_.resize(layout_.keys());
+  if (codec != Codec::kNone) {
+    compression::CodecOptions options;
+    options.ratio = topkRatio;
+    options.errorFeedback = true;
+    codec_ = compression::makeCodec(codecName(codec), options);  // validates the ratio
+  }
 }
 
 Client::~Client() {
@@ -57,8 +65,22 @@ void Client::start(Op op, const float* update, double lr) {
     h.clock = c;
     h.lr = lr;
     if (op == Op::kPushPull) {
-      h.count = n;
-      send(server, k, build(h, update + layout_.offset(k), n * sizeof(float)));
+      rawBytes_ += n * sizeof(float);
+      if (codec_) {
+        const size_t bytes = codec_->payloadBytes(n);
+        encoded_.resize(bytes);
+        codec_->encode(update + layout_.offset(k), n, 1.0f, states_[k], encoded_.data(),
+                       compression::serialParallel());
+        h.aux = static_cast<int64_t>(codecId_);
+        h.dtype = codecDType(codecId_);
+        h.count = bytes / dtypeSize(h.dtype);
+        pushedBytes_ += bytes;
+        send(server, k, build(h, encoded_.data(), bytes));
+      } else {
+        h.count = n;
+        pushedBytes_ += n * sizeof(float);
+        send(server, k, build(h, update + layout_.offset(k), n * sizeof(float)));
+      }
     } else {
       send(server, k, build(h, nullptr, 0));
     }

@@ -6,6 +6,11 @@
 // every reply arrived and copies the parameters into `out`. Between the two the
 // transport's progress thread moves the data, so the caller can compute.
 // A kError reply, a dead shard (abort() with its name) or the deadline raise.
+//
+// Compression (Note [PS compressed pushes]): with a codec, each key's slice of
+// the update is encoded with csrc/compression before it is sent; for top-k
+// the error-feedback residual of each key stays here, on the worker, and is
+// added to the next push of that key (what was not sent is not lost).
 #pragma once
 
 #include <chrono>
@@ -15,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "compression/codec.h"
 #include "ps/layout.h"
 #include "ps/wire.h"
 #include "transport/transport.h"
@@ -23,7 +29,9 @@ namespace distx::ps {
 
 class Client {
  public:
-  Client(Transport& transport, Layout layout, std::chrono::milliseconds timeout);
+  // `topkRatio`: density k/n of each key's top-k push (codec kTopK only).
+  Client(Transport& transport, Layout layout, std::chrono::milliseconds timeout,
+         Codec codec = Codec::kNone, double topkRatio = 0.01);
   ~Client();
 
   int64_t clock() const { return clock_; }
@@ -51,6 +59,12 @@ class Client {
   const std::vector<std::pair<int64_t, int64_t>>& replyLog() const { return replyLog_; }
   void clearReplyLog() { replyLog_.clear(); }
 
+  // Payload bytes of every push so far (after compression), and the raw fp32 bytes.
+  uint64_t pushedBytes() const { return pushedBytes_; }
+  uint64_t rawBytes() const { return rawBytes_; }
+  // Top-k error-feedback residual of `key` (empty before its first push or without top-k).
+  const std::vector<float>& residual(uint32_t key) const { return states_.at(key).residual; }
+
  private:
   void start(Op op, const float* update, double lr);
   void send(int dst, uint32_t key, std::vector<uint8_t> buf);
@@ -75,6 +89,11 @@ class Client {
   };
   std::vector<Sending> sending_;
   std::vector<std::pair<int64_t, int64_t>> replyLog_;
+  const Codec codecId_;
+  std::unique_ptr<compression::Codec> codec_;     // null: raw fp32 pushes
+  std::vector<compression::TensorState> states_;  // per key
+  std::vector<uint8_t> encoded_;
+  uint64_t pushedBytes_ = 0, rawBytes_ = 0;
 };
 
 }  // namespace distx::ps

@@ -69,7 +69,8 @@ Node::Node(Transport& transport, NodeConfig config, const float* init, Bootstrap
     server_ = std::make_unique<ServerLoop>(transport_, std::move(shard));
   }
   if (contains(config_.workers, me))
-    client_ = std::make_unique<Client>(transport_, layout_, config_.timeout);
+    client_ = std::make_unique<Client>(transport_, layout_, config_.timeout, config_.compression,
+                                       config_.topkRatio);
 }
 
 Node::~Node() {

@@ -31,7 +31,9 @@ struct NodeConfig {
   int staleness = 0;
   OptimizerConfig optimizer;
   size_t total = 0;
-  size_t chunkElems = 1 << 18;  // 1 MiB of fp32
+  size_t chunkElems = 1 << 18;       // 1 MiB of fp32
+  Codec compression = Codec::kNone;  // of pushes (Note [PS compressed pushes])
+  double topkRatio = 0.01;
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};
 };
 

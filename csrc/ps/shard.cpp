@@ -4,7 +4,57 @@
 #include <cmath>
 #include <cstring>
 
+#include "compression/codec.h"
+#include "compression/topk.h"
+
 namespace distx::ps {
+namespace {
+
+// The codecs the shard decodes with (stateless, shared by every shard).
+const compression::Codec& castCodec(Codec c) {
+  static const auto fp16 = compression::makeCodec("fp16");
+  static const auto bf16 = compression::makeCodec("bf16");
+  return c == Codec::kFp16 ? *fp16 : *bf16;
+}
+
+}  // namespace
+
+RejectReason decodePush(const Header& h, const uint8_t* payload, size_t n,
+                        std::vector<float>& dense) {
+  const Codec codec = static_cast<Codec>(h.aux);  // range-checked by decode()
+  const auto& serial = compression::serialParallel();
+  switch (codec) {
+    case Codec::kNone:
+      if (h.count != n) return RejectReason::kCountMismatch;
+      dense.resize(n);
+      if (n) std::memcpy(dense.data(), payload, n * sizeof(float));
+      return RejectReason::kNone;
+    case Codec::kFp16:
+    case Codec::kBf16:
+      if (h.count != n) return RejectReason::kCountMismatch;
+      dense.resize(n);
+      castCodec(codec).decode(payload, 1, n, 1.0f, dense.data(), serial);
+      return RejectReason::kNone;
+    case Codec::kTopK: {
+      if (h.count % 2 != 0) return RejectReason::kBadIndex;
+      const size_t k = h.count / 2;
+      if (k > n) return RejectReason::kCountMismatch;
+      // The payload may be unaligned inside the message: read the words by memcpy.
+      std::vector<int32_t> pairs(h.count);
+      if (h.count) std::memcpy(pairs.data(), payload, h.count * sizeof(int32_t));
+      int64_t prev = -1;
+      for (size_t j = 0; j < k; ++j) {
+        const int64_t idx = pairs[2 * j];
+        if (idx <= prev || idx >= static_cast<int64_t>(n)) return RejectReason::kBadIndex;
+        prev = idx;
+      }
+      dense.resize(n);
+      compression::decodeTopK(pairs.data(), k, n, 1.0f, dense.data(), /*accumulate=*/false, serial);
+      return RejectReason::kNone;
+    }
+  }
+  return RejectReason::kBadCodec;
+}
 
 Shard::Shard(const Layout& layout, int rank, std::vector<int> workers, int staleness,
              OptimizerConfig opt)
@@ -24,7 +74,8 @@ Shard::Shard(const Layout& layout, int rank, std::vector<int> workers, int stale
     ks.params.assign(layout_.count(k), 0.0f);
     ks.clock.assign(workers_.size(), 0);
     keyList_.push_back(k);
-    maxPayload_ = std::max(maxPayload_, blobBytes(ks));
+    // A top-k push of k = n pairs is 8n bytes (Note [PS compressed pushes]).
+    maxPayload_ = std::max({maxPayload_, blobBytes(ks), ks.params.size() * 2 * sizeof(int32_t)});
   }
 }
 
@@ -140,10 +191,10 @@ RejectReason Shard::handle(int src, const uint8_t* data, size_t bytes, std::vect
   KeyState& ks = it->second;
   switch (h.op) {
     case Op::kPushPull: {
-      if (h.count != ks.params.size()) return fail(RejectReason::kCountMismatch);
       if (h.clock != ks.clock[slot] + 1) return fail(RejectReason::kClockBackwards);
-      std::vector<float> g(h.count);
-      std::memcpy(g.data(), msg.payload, h.payloadBytes);
+      std::vector<float> g;
+      const RejectReason dr = decodePush(h, msg.payload, ks.params.size(), g);
+      if (dr != RejectReason::kNone) return fail(dr);
       for (float v : g)
         if (!std::isfinite(v)) return fail(RejectReason::kNonFinite);
       if (aggregates()) {

@@ -47,6 +47,12 @@ struct Outgoing {
   std::vector<uint8_t> bytes;
 };
 
+// Decodes one push's payload (Note [PS compressed pushes]) for a key of `n`
+// elements into `dense`. Checks the count and top-k indices; values are
+// checked (finite) by the caller. The header must have passed decode().
+RejectReason decodePush(const Header& h, const uint8_t* payload, size_t n,
+                        std::vector<float>& dense);
+
 class Shard {
  public:
   Shard(const Layout& layout, int rank, std::vector<int> workers, int staleness,

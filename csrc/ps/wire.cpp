@@ -57,10 +57,42 @@ const char* rejectReasonName(RejectReason r) {
       return "non-finite payload";
     case RejectReason::kBadState:
       return "bad state blob";
+    case RejectReason::kBadCodec:
+      return "bad codec";
+    case RejectReason::kBadIndex:
+      return "bad top-k index";
     case RejectReason::kCount_:
       break;
   }
   return "?";
+}
+
+const char* codecName(Codec c) {
+  switch (c) {
+    case Codec::kNone:
+      return "none";
+    case Codec::kFp16:
+      return "fp16";
+    case Codec::kBf16:
+      return "bf16";
+    case Codec::kTopK:
+      return "topk";
+  }
+  return "?";
+}
+
+DType codecDType(Codec c) {
+  switch (c) {
+    case Codec::kFp16:
+      return DType::kFloat16;
+    case Codec::kBf16:
+      return DType::kBFloat16;
+    case Codec::kTopK:
+      return DType::kInt32;
+    case Codec::kNone:
+      break;
+  }
+  return DType::kFloat32;
 }
 
 void encodeHeader(const Header& h, uint8_t* out) {
@@ -101,6 +133,11 @@ RejectReason decode(const uint8_t* data, size_t bytes, size_t maxPayloadBytes, M
   // Per-op payload type: data ops carry fp32, state ops bytes, the rest nothing.
   switch (h.op) {
     case Op::kPushPull:
+      // Note [PS compressed pushes]: aux names the codec, dtype its payload type.
+      if (h.aux < 0 || h.aux > static_cast<int64_t>(Codec::kMaxCodec))
+        return RejectReason::kBadCodec;
+      if (h.dtype != codecDType(static_cast<Codec>(h.aux))) return RejectReason::kBadDType;
+      break;
     case Op::kReply:
       if (h.dtype != DType::kFloat32) return RejectReason::kBadDType;
       break;

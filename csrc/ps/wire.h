@@ -10,15 +10,30 @@
 //    8   4   key           chunk id (Layout)
 //   12   4   worker        sender's rank (must equal the transport's source rank)
 //   16   8   clock         push/pull: the worker's clock; reply: the clock pulled
-//   24   8   aux           reply: minimum live clock when answered; error: RejectReason
+//   24   8   aux           push: Codec of the payload; reply: minimum live clock when
+//                          answered; error: RejectReason
 //   32   8   lr            push (server mode): learning rate of this step
 //   40   8   count         payload elements
 //   48   8   payloadBytes  count * dtypeSize(dtype); the message is 56 + payloadBytes
 //
-// decodeHeader() checks everything that can be checked without state (magic,
-// version, op, dtype, sizes, finite lr); the Shard checks the rest (key, sender,
-// clock, count against the key's size) before it touches anything. A message
-// that fails either check is rejected with a RejectReason and counted.
+// Note [PS compressed pushes]
+// A push's payload is the key's n-element update, raw or encoded with one of
+// the csrc/compression codecs; `aux` names the codec and `dtype` must be its
+// payload type:
+//   kNone  fp32      count = n
+//   kFp16  fp16      count = n (codec "fp16": round to nearest even)
+//   kBf16  bf16      count = n (codec "bf16")
+//   kTopK  int32     count = 2k words, k <= n: (index, bits of the float value)
+//                    pairs with strictly ascending indices in [0, n) (codec
+//                    "topk"; the worker keeps the error-feedback residual)
+// The shard decodes into a dense fp32 update and then treats it as a raw push
+// (finite check, optimizer). Replies and state blobs are never compressed.
+//
+// decode() checks everything that can be checked without state (magic,
+// version, op, dtype, codec, sizes, finite lr); the Shard checks the rest (key,
+// sender, clock, count against the key's size, top-k indices) before it
+// touches anything. A message that fails either check is rejected with a
+// RejectReason and counted.
 #pragma once
 
 #include <cstddef>
@@ -49,6 +64,12 @@ enum class Op : uint8_t {
   kMaxOp = kClose,
 };
 
+// Encoding of a push payload (Note [PS compressed pushes]); travels in `aux`.
+enum class Codec : uint8_t { kNone = 0, kFp16 = 1, kBf16 = 2, kTopK = 3, kMaxCodec = kTopK };
+const char* codecName(Codec c);
+// The payload element type a codec's push must declare.
+DType codecDType(Codec c);
+
 enum class RejectReason : uint8_t {
   kNone = 0,
   kTruncated,  // shorter than a header, or payload shorter than payloadBytes
@@ -66,6 +87,8 @@ enum class RejectReason : uint8_t {
   kClockBackwards,  // push clock not exactly the sender's clock + 1, or pull ahead of it
   kNonFinite,       // payload has NaN/inf
   kBadState,        // malformed checkpoint blob
+  kBadCodec,        // push: unknown codec (aux); a dtype not the codec's is kBadDType
+  kBadIndex,        // top-k push: odd word count, index outside the key, or not ascending
   kCount_,
 };
 const char* rejectReasonName(RejectReason r);

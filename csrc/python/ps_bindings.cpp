@@ -81,7 +81,8 @@ void initPsBindings(py::module& m) {
                        std::vector<int> workers, std::vector<int> servers, int staleness,
                        int optKind, double momentum, double dampening, double weightDecay,
                        bool nesterov, double beta1, double beta2, double eps, size_t chunkElems,
-                       double timeoutSeconds, const at::Tensor& init) {
+                       double timeoutSeconds, const at::Tensor& init, int compression,
+                       double topkRatio) {
              ps::NodeConfig cfg;
              cfg.workers = std::move(workers);
              cfg.servers = std::move(servers);
@@ -97,6 +98,12 @@ void initPsBindings(py::module& m) {
              cfg.optimizer.eps = eps;
              cfg.total = static_cast<size_t>(init.numel());
              cfg.chunkElems = chunkElems;
+             TORCH_CHECK(compression >= 0 && compression <= static_cast<int>(ps::Codec::kMaxCodec),
+                         "ps: bad compression codec ", compression);
+             cfg.compression = static_cast<ps::Codec>(compression);
+             TORCH_CHECK(topkRatio > 0 && topkRatio <= 1, "ps: top-k ratio must be in (0, 1], got ",
+                         topkRatio);
+             cfg.topkRatio = topkRatio;
              cfg.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000));
              return std::make_unique<PsNode>(store, rank, size, std::move(cfg), init);
            }),
@@ -104,7 +111,7 @@ void initPsBindings(py::module& m) {
            py::arg("servers"), py::arg("staleness"), py::arg("opt_kind"), py::arg("momentum"),
            py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("beta1"),
            py::arg("beta2"), py::arg("eps"), py::arg("chunk_elems"), py::arg("timeout_seconds"),
-           py::arg("init"))
+           py::arg("init"), py::arg("compression") = 0, py::arg("topk_ratio") = 0.01)
       .def("is_worker", [](PsNode& n) { return n.node().isWorker(); })
       .def("is_server", [](PsNode& n) { return n.node().isServer(); })
       .def("num_keys", [](PsNode& n) { return n.node().layout().keys(); })
@@ -149,6 +156,11 @@ void initPsBindings(py::module& m) {
              n.node().client().setState(v);
            })
       .def("reply_log", [](PsNode& n) { return n.node().client().replyLog(); })
+      .def("pushed_bytes",
+           [](PsNode& n) {
+             auto& c = n.node().client();
+             return std::make_pair(c.pushedBytes(), c.rawBytes());
+           })
       .def("clear_reply_log", [](PsNode& n) { n.node().client().clearReplyLog(); })
       .def("failure", [](PsNode& n) { return n.node().failure(); })
       .def("stats",

@@ -1,11 +1,14 @@
-// PS wire format and shard validation: round trip, every rejection reason, and
-// a seeded fuzz of the decoder + shard (>= 100k random and mutated messages)
-// asserting that nothing rejected changes state. Runs under `make test-asan`.
+// PS wire format and shard validation: round trip, every rejection reason,
+// compressed pushes (fp16/bf16/top-k, Note [PS compressed pushes]), and a
+// seeded fuzz of the decoder + shard (>= 100k random and mutated messages, raw
+// and compressed) asserting that nothing rejected changes state. Runs under
+// `make test-asan`.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
 
+#include "compression/codec.h"
 #include "ps/shard.h"
 #include "ps/wire.h"
 
@@ -28,8 +31,43 @@ std::vector<uint8_t> pushMsg(uint32_t key, uint32_t worker, int64_t clock, size_
   return build(push(key, worker, clock, n), p.data(), n * sizeof(float));
 }
 
+// A push of `x` (n floats) encoded with `codec` as the Client does it.
+std::vector<uint8_t> codedPush(uint32_t key, uint32_t worker, int64_t clock,
+                               const std::vector<float>& x, Codec codec, double ratio,
+                               compression::TensorState& state) {
+  if (codec == Codec::kNone) {
+    return build(push(key, worker, clock, x.size()), x.data(), x.size() * sizeof(float));
+  }
+  compression::CodecOptions o;
+  o.ratio = ratio;
+  auto c = compression::makeCodec(codecName(codec), o);
+  std::vector<uint8_t> payload(c->payloadBytes(x.size()));
+  c->encode(x.data(), x.size(), 1.0f, state, payload.data(), compression::serialParallel());
+  Header h = push(key, worker, clock, payload.size() / dtypeSize(codecDType(codec)));
+  h.aux = static_cast<int64_t>(codec);
+  h.dtype = codecDType(codec);
+  return build(h, payload.data(), payload.size());
+}
+
+// A top-k push with the given (index, value) pairs, unchecked.
+std::vector<uint8_t> topkPush(uint32_t key, uint32_t worker, int64_t clock,
+                              const std::vector<std::pair<int32_t, float>>& pairs) {
+  std::vector<int32_t> words;
+  for (auto [i, v] : pairs) {
+    words.push_back(i);
+    int32_t bits;
+    std::memcpy(&bits, &v, 4);
+    words.push_back(bits);
+  }
+  Header h = push(key, worker, clock, words.size());
+  h.aux = static_cast<int64_t>(Codec::kTopK);
+  h.dtype = DType::kInt32;
+  return build(h, words.data(), words.size() * 4);
+}
+
 TEST(PsWire, HeaderRoundTrips) {
   Header h = push(7, 3, 42, 5);
+  h.op = Op::kReply;  // aux is the minimum clock here (a push's aux is its codec)
   h.aux = -9;
   std::vector<float> p = {1, 2, 3, 4, 5};
   auto buf = build(h, p.data(), p.size() * 4);
@@ -91,6 +129,73 @@ TEST(PsWire, DecoderRejectsStructuralDamage) {
   EXPECT_EQ(decode(good.data(), good.size(), 8, m), RejectReason::kTooLarge);
 }
 
+TEST(PsWire, DecoderChecksTheCodecOfAPush) {
+  compression::TensorState st;
+  const std::vector<float> x = {1, -2, 3, 0.5f};
+  Message m;
+  for (Codec c : {Codec::kNone, Codec::kFp16, Codec::kBf16, Codec::kTopK}) {
+    auto b = codedPush(0, 0, 1, x, c, 0.5, st);
+    EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kNone) << codecName(c);
+    EXPECT_EQ(m.header.aux, static_cast<int64_t>(c));
+    b[24] = 4;  // aux: no codec 4
+    EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kBadCodec);
+    b[24] = 0xff;  // aux < 0
+    for (int i = 25; i < 32; ++i)
+      b[i] = 0xff;
+    EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kBadCodec);
+  }
+  // The dtype must be the codec's payload type.
+  auto b = codedPush(0, 0, 1, x, Codec::kFp16, 0.5, st);
+  b[7] = static_cast<uint8_t>(DType::kBFloat16);
+  EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kBadDType);
+  b = codedPush(0, 0, 1, x, Codec::kTopK, 0.5, st);
+  b[7] = static_cast<uint8_t>(DType::kFloat32);
+  EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kBadDType);
+  b = codedPush(0, 0, 1, x, Codec::kNone, 0.5, st);
+  b[7] = static_cast<uint8_t>(DType::kFloat16);
+  EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kBadDType);
+}
+
+// decodePush against the codecs' own decode (the reference the workers' side uses).
+TEST(PsWire, CompressedPushesDecodeLikeTheCodec) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  const size_t n = 1000;
+  std::vector<float> x(n);
+  for (auto& v : x)
+    v = nd(rng);
+  for (Codec c : {Codec::kFp16, Codec::kBf16, Codec::kTopK}) {
+    compression::TensorState st;
+    compression::CodecOptions o;
+    o.ratio = 0.05;
+    auto codec = compression::makeCodec(codecName(c), o);
+    auto msg = codedPush(0, 0, 1, x, c, 0.05, st);
+    Message m;
+    ASSERT_EQ(decode(msg.data(), msg.size(), 1 << 20, m), RejectReason::kNone);
+    std::vector<float> got, ref(n);
+    ASSERT_EQ(decodePush(m.header, m.payload, n, got), RejectReason::kNone);
+    codec->decode(m.payload, 1, n, 1.0f, ref.data(), compression::serialParallel());
+    EXPECT_EQ(got, ref) << codecName(c);
+    if (c == Codec::kTopK) {
+      // Error feedback: what was sent plus the residual kept is the input, exactly.
+      ASSERT_EQ(st.residual.size(), n);
+      size_t sent = 0;
+      for (size_t i = 0; i < n; ++i) {
+        sent += got[i] != 0.0f;
+        EXPECT_EQ(got[i] + st.residual[i], x[i]) << i;
+        EXPECT_TRUE(got[i] == 0.0f || st.residual[i] == 0.0f);
+      }
+      EXPECT_EQ(sent, 50u);
+    } else {
+      for (size_t i = 0; i < n; ++i)
+        EXPECT_NEAR(got[i], x[i], std::abs(x[i]) * (c == Codec::kFp16 ? 1e-3 : 8e-3));
+    }
+    std::vector<float> wrongSize;
+    EXPECT_EQ(decodePush(m.header, m.payload, c == Codec::kTopK ? 49 : n + 1, wrongSize),
+              RejectReason::kCountMismatch);
+  }
+}
+
 // Shard on rank 0 holding keys 0 and 2 of a 3-key layout; workers 1 and 2.
 struct ShardFixture {
   Layout layout{10, 4, {0, 3}};  // keys 0 (4), 1 (4, rank 3), 2 (2)
@@ -139,6 +244,42 @@ TEST(PsShard, RejectsStatefulViolationsWithoutTouchingState) {
   EXPECT_EQ(f.send(1, pushMsg(0, 1, 1, 4, 1)), RejectReason::kClockBackwards);
   EXPECT_EQ(f.shard.params(0)[0], 1.0f);
   EXPECT_EQ(f.shard.applied(), 1u);
+}
+
+TEST(PsShard, RejectsMalformedCompressedPushesWithoutTouchingState) {
+  ShardFixture f;
+  const auto before0 = f.shard.params(0);
+  compression::TensorState st;
+  // Key 0 has 4 elements.
+  EXPECT_EQ(f.send(1, topkPush(0, 1, 1, {{0, 1}, {4, 1}})), RejectReason::kBadIndex);  // >= n
+  EXPECT_EQ(f.send(1, topkPush(0, 1, 1, {{-1, 1}})), RejectReason::kBadIndex);         // < 0
+  EXPECT_EQ(f.send(1, topkPush(0, 1, 1, {{2, 1}, {1, 1}})), RejectReason::kBadIndex);  // order
+  EXPECT_EQ(f.send(1, topkPush(0, 1, 1, {{1, 1}, {1, 1}})), RejectReason::kBadIndex);  // repeat
+  EXPECT_EQ(f.send(1, topkPush(0, 1, 1, {{0, 1}, {1, 1}, {2, 1}, {3, 1}, {3, 1}})),
+            RejectReason::kCountMismatch);  // k > n
+  EXPECT_EQ(f.send(1, topkPush(0, 1, 1, {{1, NAN}})), RejectReason::kNonFinite);
+  auto odd = topkPush(0, 1, 1, {{1, 1}});
+  {  // 3 int32 words: the count says 3, the payload has 12 bytes
+    Header h = push(0, 1, 1, 3);
+    h.aux = static_cast<int64_t>(Codec::kTopK);
+    h.dtype = DType::kInt32;
+    int32_t w[3] = {1, 0, 2};
+    odd = build(h, w, 12);
+  }
+  EXPECT_EQ(f.send(1, odd), RejectReason::kBadIndex);
+  EXPECT_EQ(f.send(1, codedPush(0, 1, 1, {1, 2, 3}, Codec::kFp16, 1, st)),
+            RejectReason::kCountMismatch);
+  EXPECT_EQ(f.send(1, codedPush(0, 1, 1, {1, 2, 3, 70000}, Codec::kFp16, 1, st)),
+            RejectReason::kNonFinite);  // overflows fp16 to inf
+  EXPECT_EQ(f.shard.params(0), before0);
+  EXPECT_EQ(f.shard.applied(), 0u);
+  EXPECT_EQ(f.shard.rejected(RejectReason::kBadIndex), 5u);
+  // A good top-k push applies exactly its pairs (mode delta: p += update).
+  EXPECT_EQ(f.send(1, topkPush(0, 1, 1, {{1, 0.5f}, {3, -2}})), RejectReason::kNone);
+  EXPECT_EQ(f.shard.params(0), (std::vector<float>{0, 1.5f, 2, 1}));
+  EXPECT_EQ(f.send(2, codedPush(0, 2, 1, {0.25f, 0, 0, 1}, Codec::kBf16, 1, st)),
+            RejectReason::kNone);
+  EXPECT_EQ(f.shard.params(0), (std::vector<float>{0.25f, 1.5f, 2, 2}));
 }
 
 TEST(PsShard, SspAnswersPullOnlyWithinTheBound) {
@@ -214,13 +355,56 @@ TEST(PsFuzz, DecoderAndShardSurviveHostileInput) {
   ShardFixture f;
   std::mt19937_64 rng(20261201);
   auto u = [&](uint64_t n) { return n ? rng() % n : 0; };
-  size_t accepted = 0, rejected = 0;
+  size_t accepted = 0, rejected = 0, acceptedCompressed = 0;
   int64_t known[3] = {0, 0, 0};  // worker 1's clock per key, as far as we know
   constexpr int kInputs = 120000;
   for (int i = 0; i < kInputs; ++i) {
     std::vector<uint8_t> msg;
     int src = static_cast<int>(u(5)) - 1;  // -1..3
-    switch (u(4)) {
+    switch (u(6)) {
+      case 4: {  // valid compressed push (fp16, bf16, top-k), mutated, truncated or extended
+        const uint32_t k = u(2) ? 0 : 2;
+        const size_t n = k == 0 ? 4 : 2;
+        std::vector<float> x(n);
+        for (auto& v : x)
+          v = static_cast<float>(static_cast<int64_t>(u(64)) - 32) / 8;
+        compression::TensorState st;
+        msg = codedPush(k, 1, known[k] + 1, x, static_cast<Codec>(1 + u(3)), 0.5, st);
+        switch (u(4)) {
+          case 0:
+            break;
+          case 1:
+            msg.resize(u(msg.size()));
+            break;
+          case 2:
+            msg.resize(msg.size() + 1 + u(16), 0xAB);
+            break;
+          default:
+            for (uint64_t j = 0, m = 1 + u(4); j < m; ++j)
+              msg[u(msg.size())] ^= static_cast<uint8_t>(1u << u(8));
+        }
+        src = 1;
+        break;
+      }
+      case 5: {  // compressed framing, random codec / dtype / words
+        Header h;
+        h.op = Op::kPushPull;
+        h.aux = static_cast<int64_t>(u(6)) - 1;
+        h.dtype = u(2) ? codecDType(static_cast<Codec>(u(4))) : static_cast<DType>(u(13));
+        h.key = static_cast<uint32_t>(u(3));
+        h.worker = 1;
+        h.clock = known[h.key % 3] + static_cast<int64_t>(u(3));
+        h.lr = 0.01;
+        const size_t words = u(12);
+        std::vector<int32_t> w(words);
+        for (auto& v : w)
+          v = u(3) ? static_cast<int32_t>(u(6)) - 1 : static_cast<int32_t>(rng());
+        const size_t es = dtypeSize(h.dtype);
+        h.count = u(8) == 0 ? u(1ull << 62) : words * 4 / (es ? es : 1);  // dtype 12: invalid
+        msg = build(h, w.data(), words * 4);
+        src = 1;
+        break;
+      }
       case 0: {  // random bytes
         msg.resize(u(128));
         for (auto& b : msg)
@@ -270,8 +454,10 @@ TEST(PsFuzz, DecoderAndShardSurviveHostileInput) {
       ++accepted;
       Message m;
       if (f.shard.applied() > applied &&
-          decode(msg.data(), msg.size(), 1 << 20, m) == RejectReason::kNone && m.header.key < 3)
+          decode(msg.data(), msg.size(), 1 << 20, m) == RejectReason::kNone && m.header.key < 3) {
         known[m.header.key] = m.header.clock;
+        acceptedCompressed += m.header.aux != 0;
+      }
     } else {
       ++rejected;
       ASSERT_EQ(f.shard.params(0), p0) << "input " << i;
@@ -283,6 +469,7 @@ TEST(PsFuzz, DecoderAndShardSurviveHostileInput) {
   EXPECT_EQ(f.shard.rejectedTotal(), rejected);
   EXPECT_GT(rejected, kInputs / 2);
   EXPECT_GT(accepted, 0u);
+  EXPECT_GT(acceptedCompressed, 0u);
 }
 
 }  // namespace

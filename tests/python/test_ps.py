@@ -1,7 +1,9 @@
 """Parameter-server mode (torch_distx.ps): API refusals, convergence for
 s in {0, 2, -1}, s=0 against DDP on the summed gradient (delta and server
 modes), the SSP bound on every reply, a SIGSTOPped worker, a SIGKILLed worker
-and server, malformed pushes, checkpoint restore. CPU, 2-4 ranks."""
+and server, malformed pushes, checkpoint restore, compressed pushes (torch
+reference decoding, convergence per codec), dedicated server ranks under
+torchrun. CPU, 2-4 ranks."""
 
 from __future__ import annotations
 
@@ -89,7 +91,8 @@ def _refusals(rank, world):
     except TypeError as e:
         out.append(("not_ddp", str(e)))
     m = DDP(torch.nn.Linear(2, 2), broadcast_buffers=False)
-    for kw in ({"mode": "bogus"}, {"staleness": -2}, {"compression": "fp16"}):
+    for kw in ({"mode": "bogus"}, {"staleness": -2}, {"compression": "gzip"},
+               {"compression": "topk:1.5"}, {"compression": "topk"}):
         try:
             ps.attach(m, torch.optim.SGD(m.parameters(), lr=0.1), **kw)
         except ValueError as e:
@@ -109,20 +112,23 @@ def test_attach_refuses_ddp_settings_that_synchronise_every_step():
     assert "DistributedDataParallel" in got["not_ddp"]
     assert "mode" in got["{'mode': 'bogus'}"]
     assert "staleness" in got["{'staleness': -2}"]
-    assert "compression" in got["{'compression': 'fp16'}"]
+    assert "compression" in got["{'compression': 'gzip'}"]
+    assert "ratio" in got["{'compression': 'topk:1.5'}"]
+    assert "topk:<ratio>" in got["{'compression': 'topk'}"]
     assert "RMSprop" in got["rmsprop"]
 
 
 # ------------------------------------------------- convergence and exactness
 
 def _train_ps(rank, world, staleness, steps, lr, mode="delta", jitter=0.0, opt_name="sgd",
-              same_data=False):
+              same_data=False, compression=None):
     model = DDP(_model(), forward_sync_buffers=False)
     opt = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.5) if opt_name == "sgd"
            else torch.optim.Adam(model.parameters(), lr=lr))
     if mode == "delta":
         opt = torch.optim.SGD(model.parameters(), lr=lr)
-    handle = ps.attach(model, opt, mode=mode, staleness=staleness, chunk_bytes=12)  # 3 chunks
+    handle = ps.attach(model, opt, mode=mode, staleness=staleness, chunk_bytes=12,  # 3 chunks
+                       compression=compression)
     # A decaying lr: with a constant one the worker that finishes last pulls the
     # parameters towards its own optimum in its last (up to s+1) steps.
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.98)
@@ -137,6 +143,8 @@ def _train_ps(rank, world, staleness, steps, lr, mode="delta", jitter=0.0, opt_n
         opt.zero_grad()
         sched.step()
     log = handle.reply_log()
+    if compression is not None:
+        log = handle.client.pushed_bytes()
     handle.detach()
     return _flat(model), log
 
@@ -163,6 +171,81 @@ def test_convex_problem_converges_for_every_staleness_and_honours_the_bound():
         if s >= 0:
             for r in res:
                 assert r[s][1] <= s, f"s={s}: a reply's clock ran {r[s][1]} ahead of the minimum"
+
+
+# -------------------------------------------------------------- compression
+
+def _reference_decode(u: torch.Tensor, codec: str, residual: torch.Tensor, chunk: int) -> torch.Tensor:
+    """What the shard adds for one push of `u`, computed with torch (residual: in/out)."""
+    if codec == "fp16":
+        return u.half().float()
+    if codec == "bf16":
+        return u.bfloat16().float()
+    ratio = float(codec.split(":")[1])
+    out = torch.zeros_like(u)
+    for b in range(0, u.numel(), chunk):
+        a = u[b:b + chunk] + residual[b:b + chunk]
+        k = max(1, min(a.numel(), int(ratio * a.numel() + 0.5)))
+        idx = a.abs().topk(k).indices
+        out[b:b + chunk][idx] = a[idx]
+        a[idx] = 0.0
+        residual[b:b + chunk] = a
+    return out
+
+
+def _compressed_values(rank, world):
+    out = {}
+    n, chunk = 25, 10
+    for codec in ("fp16", "bf16", "topk:0.2"):
+        params = [torch.zeros(n)]
+        client = ps.connect(params, staleness=0, chunk_bytes=4 * chunk, compression=codec)
+        server = torch.zeros(n)
+        residuals = [torch.zeros(n) for _ in range(world)]
+        for step in range(3):
+            ups = [torch.randn(n, generator=torch.Generator().manual_seed(10 * step + w)) * 100
+                   for w in range(world)]
+            client.push(ups[rank])
+            client.wait()  # s = 0: holds every worker's push of this clock
+            for w in range(world):
+                server += _reference_decode(ups[w], codec, residuals[w], chunk)
+            out[(codec, step)] = (params[0].clone(), server.clone())
+        out[codec] = client.pushed_bytes()
+        client.close()
+    return out
+
+
+def test_compressed_pushes_apply_the_torch_reference_decoding():
+    world = 2
+    res = run_ranks(_compressed_values, world)
+    for codec, ratio in (("fp16", 0.5), ("bf16", 0.5), ("topk:0.2", 0.4)):
+        for r in res:
+            for step in range(3):
+                got, ref = r[(codec, step)]
+                # The shard adds the workers' pushes in arrival order: fp32 rounding only.
+                assert torch.allclose(got, ref, rtol=1e-6, atol=1e-4), (codec, step, got - ref)
+                assert not torch.equal(ref, torch.zeros_like(ref))
+            pushed, raw = r[codec]
+            assert raw == 3 * 25 * 4 and pushed == int(raw * ratio), (codec, pushed, raw)
+
+
+def _compressed_convergence(rank, world):
+    out = {}
+    for codec in ("fp16", "bf16", "topk:0.34"):
+        out[codec] = _train_ps(rank, world, 2, 200, 0.1, jitter=0.002 * rank, compression=codec)
+    return out
+
+
+def test_convex_problem_converges_with_every_codec():
+    world = 3
+    res = run_ranks(_compressed_convergence, world)
+    best = _optimum(world)
+    for codec in ("fp16", "bf16", "topk:0.34"):
+        ws = [r[codec][0] for r in res]
+        for w in ws[1:]:
+            assert torch.equal(w, ws[0]), "detach() must leave every rank bit-identical"
+        assert torch.allclose(ws[0], best, atol=1e-2), (codec, ws[0], best)
+        pushed, raw = res[0][codec][1]
+        assert pushed < raw, (codec, pushed, raw)
 
 
 def _make_opt(model, lr, opt_name, momentum, wd):
@@ -280,11 +363,14 @@ def _malformed(rank, world):
             struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 0, 0, 1, 1, 0, 0.1, 8, 32)
             + struct.pack("<8f", *([float("nan")] * 8)),                     # NaN payload
             b"\0" * (1 << 16),                                               # oversized
+            struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 7, 0, 1, 1, 3, 0.1, 2, 8)
+            + struct.pack("<if", 99, 1.0),                                   # top-k index 99 of 8
+            struct.pack("<IHBBIIqqdQQ", 0x53505844, 1, 1, 2, 0, 1, 1, 9, 0.1, 8, 16) + b"\0" * 16,  # codec 9
         ]
         for b in bad:
             node._send_raw(0, 0, b)
-        # Well-formed ones come back as errors on their chunk's reply channel: three on
-        # chunk 0 (spoofed, clock, NaN); the unknown key's on chunk 9's, never read here.
+        # Well-formed ones come back as errors on their chunk's reply channel: four on
+        # chunk 0 (spoofed, clock, NaN, top-k index); the unknown key's on chunk 9's, never read here.
         errors = 0
         while True:
             try:
@@ -292,13 +378,13 @@ def _malformed(rank, world):
                 break
             except dist.DistBackendError:
                 errors += 1
-        assert errors == 3, errors
+        assert errors == 4, errors
     dist.barrier()
     stats = {}
     if rank == 0:
         for _ in range(500):
             stats = client.stats()
-            if stats["rejected"] >= 9:
+            if stats["rejected"] >= 11:
                 break
             time.sleep(0.01)
     dist.barrier()
@@ -320,9 +406,10 @@ def test_malformed_pushes_are_rejected_counted_never_applied():
     stats, before, after = res[0].value
     assert stats["applied"] == 0
     by = stats["rejected_by"]
-    assert stats["rejected"] == 9, stats
+    assert stats["rejected"] == 11, stats
     for reason in ("bad magic", "truncated", "bad dtype", "unknown key", "spoofed sender",
-                   "clock out of order", "non-finite payload", "too large"):
+                   "clock out of order", "non-finite payload", "too large", "bad top-k index",
+                   "bad codec"):
         assert by[reason] >= 1, (reason, by)
     assert torch.equal(before, torch.full((8,), 3.0))
 
@@ -445,3 +532,92 @@ def test_sigstopped_worker_blocks_the_others_after_exactly_s_plus_one_steps(tmp_
     assert seen["done"] == [k + s, k + s]              # completed exactly up to k+s
     for r in (0, 1, 2):
         assert res[r] <= s
+
+
+# -------------------------------------------- dedicated servers under torchrun
+
+_DEDICATED = '''
+import json, os, sys
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+import torch_distx
+from torch_distx import ps
+
+sys.path.insert(0, sys.argv[1])
+from test_ps import _data, _loss, _model, _flat
+
+dist.init_process_group("distx")  # env:// from torchrun
+rank, world = dist.get_rank(), dist.get_world_size()
+out = {}
+# (servers, mode, staleness, compression): 1 server + 3 workers, 2 servers + 2 workers.
+for servers, mode, s, codec in ((1, "delta", 2, None), (2, "server", 0, "fp16")):
+    group = ps.worker_group(servers)  # every rank
+    if rank >= world - servers:
+        stats = ps.serve(servers)
+        out[servers] = {"served": stats["applied"], "rejected": stats["rejected"]}
+        continue
+    model = DDP(_model(), process_group=group, broadcast_buffers=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5 if mode == "server" else 0.0)
+    handle = ps.attach(model, opt, mode=mode, staleness=s, servers=servers, chunk_bytes=12,
+                       compression=codec)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.98)
+    x, y = _data(rank)
+    for step in range(150 + 2 * rank):  # workers stop after different numbers of steps
+        _loss(model, x, y).backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    log = handle.reply_log()
+    handle.detach()
+    # Synchronous DDP again on the worker group: one more all-reduced step keeps replicas equal.
+    _loss(model, x, y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.zero_grad()
+    out[servers] = {"params": _flat(model).tolist(), "gap": max(c - m for c, m in log),
+                    "grads": torch.cat([g.reshape(-1) for g in grads]).tolist()}
+with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
+    json.dump(out, f)
+dist.destroy_process_group()
+'''
+
+
+@pytest.mark.timeout(200)
+def test_dedicated_servers_under_torchrun_converge_and_detach_bit_identical(tmp_path):
+    """torchrun, 4 ranks: 1 dedicated server + 3 DDP workers (delta, s=2), then
+    2 servers + 2 workers (server-side SGD, s=0, fp16 pushes). Workers stop after
+    different step counts; detach() leaves them bit-identical, at the optimum."""
+    import json
+    import subprocess
+    import sys
+
+    from distx_testing import free_port
+
+    script = tmp_path / "dedicated.py"
+    script.write_text(_DEDICATED)
+    here = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4",
+           "--master-addr=127.0.0.1", f"--master-port={free_port()}", str(script), here, str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        text, _ = proc.communicate(timeout=170)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        text, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish; output:\n{text}", pytrace=False)
+    assert proc.returncode == 0, text
+    res = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(4)]
+    for servers in (1, 2):
+        key = str(servers)
+        workers = list(range(4 - servers))
+        for r in range(4 - servers, 4):
+            assert res[r][key]["rejected"] == 0 and res[r][key]["served"] > 0, res[r][key]
+        w0 = res[0][key]
+        for r in workers[1:]:
+            assert res[r][key]["params"] == w0["params"], f"servers={servers}: rank {r} differs"
+            assert res[r][key]["grads"] == w0["grads"], f"servers={servers}: DDP after detach"
+        best = _optimum(len(workers))
+        assert torch.allclose(torch.tensor(w0["params"]), best, atol=1e-2), (servers, w0["params"], best)
+        s = 2 if servers == 1 else 0
+        for r in workers:
+            assert res[r][key]["gap"] <= s

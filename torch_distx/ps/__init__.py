@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import struct
+import types
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -31,10 +32,12 @@ import torch.distributed as dist
 
 from .. import _C
 
-__all__ = ["ParameterServer", "PsClient", "attach", "connect", "serve", "worker_group", "roles"]
+__all__ = ["ParameterServer", "PsClient", "attach", "connect", "serve", "worker_group", "roles",
+           "parse_compression"]
 
 _MODES = ("delta", "server")
 _OPT_KINDS = {"add": 0, "sgd": 1, "adam": 2, "adamw": 3}
+_CODECS = {"fp16": 1, "bf16": 2, "topk": 3}  # csrc/ps/wire.h, Codec
 _DEFAULT_CHUNK_BYTES = 1 << 20
 _incarnation = itertools.count()
 
@@ -56,6 +59,28 @@ def worker_group(servers: int) -> Any:
     ``GroupMember.NON_GROUP_MEMBER``."""
     workers, _ = roles(servers)
     return dist.new_group(workers)
+
+
+def parse_compression(spec: str | None) -> tuple[int, float]:
+    """``None``, ``"fp16"``, ``"bf16"`` or ``"topk:<ratio>"`` (ratio in (0, 1], e.g.
+    ``"topk:0.01"``) -> (codec id, top-k ratio)."""
+    if spec is None:
+        return 0, 0.01
+    if not isinstance(spec, str):
+        raise ValueError(f"ps: compression must be None, 'fp16', 'bf16' or 'topk:<ratio>', got {spec!r}")
+    name, _, arg = spec.partition(":")
+    if name in ("fp16", "bf16") and not arg:
+        return _CODECS[name], 0.01
+    if name == "topk" and arg:
+        try:
+            ratio = float(arg)
+        except ValueError:
+            ratio = float("nan")
+        if 0.0 < ratio <= 1.0:
+            return _CODECS["topk"], ratio
+        raise ValueError(f"ps: top-k ratio must be in (0, 1], got {arg!r} in compression={spec!r}")
+    raise ValueError(f"ps: compression must be None, 'fp16', 'bf16' or 'topk:<ratio>' "
+                     f"(e.g. 'topk:0.01'), got {spec!r}")
 
 
 def _optimizer_config(optimizer: torch.optim.Optimizer | None, mode: str) -> dict[str, Any]:
@@ -110,7 +135,7 @@ def _make_node(config: dict[str, Any] | None, init: torch.Tensor | None,
     if cfg is None:
         raise RuntimeError("ps: rank 0 must be a worker (it publishes the model)")
     if config is not None:
-        for key in ("mode", "staleness", "servers", "total"):
+        for key in ("mode", "staleness", "servers", "total", "compression"):
             if config[key] != cfg[key]:
                 raise ValueError(f"ps: rank {rank} has {key}={config[key]!r}, rank 0 {cfg[key]!r}")
     flat = init if (rank == 0 and init is not None) else torch.empty(cfg["total"], dtype=torch.float32)
@@ -127,7 +152,8 @@ def _make_node(config: dict[str, Any] | None, init: torch.Tensor | None,
     o = cfg["optimizer"]
     node = _C._PsNode(store, rank, size, workers, servers, int(cfg["staleness"]), _OPT_KINDS[o["kind"]],
                       o["momentum"], o["dampening"], o["weight_decay"], o["nesterov"], o["beta1"],
-                      o["beta2"], o["eps"], int(cfg["chunk_elems"]), seconds, flat)
+                      o["beta2"], o["eps"], int(cfg["chunk_elems"]), seconds, flat,
+                      *parse_compression(cfg.get("compression")))
     return node, dict(cfg, init=flat)
 
 
@@ -140,11 +166,14 @@ class PsClient:
     shaped like the parameters: deltas in mode "delta", gradients in "server")
     at clock + 1 together with the pull of that clock, and returns at once;
     ``wait()`` blocks until the pull is answered and writes the parameters.
+    ``compression`` (``"fp16"``, ``"bf16"``, ``"topk:<ratio>"``) encodes every push
+    with that csrc/compression codec; top-k keeps its error-feedback residual
+    per chunk on this worker (docs/ps.md).
     """
 
     def __init__(self, params: Iterable[torch.Tensor], *, mode: str = "delta", staleness: int = 0,
                  servers: int = 0, optimizer: torch.optim.Optimizer | None = None,
-                 chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
+                 compression: str | None = None, chunk_bytes: int = _DEFAULT_CHUNK_BYTES,
                  timeout: datetime.timedelta | float | None = None) -> None:
         if mode not in _MODES:
             raise ValueError(f"ps: mode must be one of {_MODES}, got {mode!r}")
@@ -152,6 +181,8 @@ class PsClient:
             raise ValueError(f"ps: staleness must be an int >= -1 (-1 = asynchronous), got {staleness!r}")
         if chunk_bytes < 4:
             raise ValueError(f"ps: chunk_bytes must be >= 4, got {chunk_bytes}")
+        parse_compression(compression)  # refuses a bad spec before any collective
+        self.compression = compression
         self.params = [p for p in params]
         for p in self.params:
             if p.dtype != torch.float32 or p.device.type != "cpu":
@@ -165,7 +196,8 @@ class PsClient:
         self.opt_config = _optimizer_config(optimizer, mode)
         total = sum(p.numel() for p in self.params)
         config = {"mode": mode, "staleness": staleness, "servers": servers, "total": total,
-                  "chunk_elems": max(1, chunk_bytes // 4), "optimizer": self.opt_config}
+                  "chunk_elems": max(1, chunk_bytes // 4), "optimizer": self.opt_config,
+                  "compression": compression}
         self._node, self._cfg = _make_node(config, self.flatten(), timeout)
         self.workers = workers
         self._flat = torch.empty(total, dtype=torch.float32)
@@ -231,6 +263,10 @@ class PsClient:
     def stats(self) -> dict[str, Any]:
         """This rank's shard counters (applied pushes, rejected messages by reason)."""
         return dict(self._node.stats())
+
+    def pushed_bytes(self) -> tuple[int, int]:
+        """(payload bytes this worker pushed, after compression; the same pushes in fp32)."""
+        return tuple(self._node.pushed_bytes())
 
     # -- checkpoint ---------------------------------------------------------
     def state_dict(self, group: Any = None) -> dict[str, Any]:
@@ -309,13 +345,12 @@ class ParameterServer:
                  staleness: int, servers: int, compression: str | None, chunk_bytes: int,
                  timeout: datetime.timedelta | float | None) -> None:
         _check_ddp(model)
-        if compression is not None:
-            raise ValueError(f"ps: compression={compression!r} is not implemented yet (None only)")
         self.model = model
         self.optimizer = optimizer
         params = [p for p in model.parameters() if p.requires_grad]
         self.client = PsClient(params, mode=mode, staleness=staleness, servers=servers,
-                               optimizer=optimizer, chunk_bytes=chunk_bytes, timeout=timeout)
+                               optimizer=optimizer, compression=compression,
+                               chunk_bytes=chunk_bytes, timeout=timeout)
         self._before: torch.Tensor | None = None
         self._saved_step: Any = None
         self._handles: list[Any] = []
@@ -331,7 +366,14 @@ class ParameterServer:
         else:
             # An LR scheduler may have wrapped step as an instance attribute: keep it to restore.
             self._saved_step = optimizer.__dict__.get("step")
-            optimizer.step = self._server_step  # type: ignore[method-assign]
+            # Bound to the optimizer, not to self: an LR scheduler created after
+            # attach() wraps opt.step by rebinding step.__func__ to the optimizer.
+            server = self
+
+            def _step(opt: torch.optim.Optimizer, closure: Any = None) -> Any:
+                return server._server_step(closure)
+
+            optimizer.step = types.MethodType(_step, optimizer)  # type: ignore[method-assign]
         self._attached = True
 
     @property
