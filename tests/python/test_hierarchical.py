@@ -176,3 +176,39 @@ def test_topology_is_logged_and_local_world_size_disagreement_warned(tmp_path) -
     err = "".join(log for _, log in per_rank)
     assert "topology 2 nodes x 2 ranks [0,1] [2,3]: hierarchical" in err, err[-2000:]
     assert "LOCAL_WORLD_SIZE=4 but 2 ranks of this group share this host" in err, err[-2000:]
+
+
+def _p2p_across_hosts(rank: int, ws: int) -> None:
+    """Ranks 0,1 on host "a", 2,3 on host "b": peers on the other host are
+    reached through the transport's network worker, those on this host through
+    the local one (Note [Network worker]); a receive from any source must find
+    messages on either, naming the sender."""
+    from test_p2p_groups import (_recv_any_source_arrived_first_case,
+                                 _recv_any_source_posted_first_case)
+
+    os.environ["DISTX_HOSTID"] = "ab"[rank // 2]
+    dist.init_process_group("distx", store=current_store(), rank=rank, world_size=ws,
+                            timeout=datetime.timedelta(seconds=60))
+    gloo = dist.new_group(backend="gloo")
+    _recv_any_source_posted_first_case(rank, ws, gloo)
+    _recv_any_source_arrived_first_case(rank, ws, gloo)
+    # Large messages both ways between the hosts (eager on the network worker)
+    # and inside each host, exact.
+    n = (4 << 20) // 4 + 3
+    peer = (rank + 2) % ws
+    out = values(torch.float32, "SUM", n, rank)
+    got = torch.zeros(n)
+    reqs = dist.batch_isend_irecv([dist.P2POp(dist.isend, out, peer),
+                                   dist.P2POp(dist.irecv, got, peer)])
+    for r in reqs:
+        r.wait()
+    assert torch.equal(got, values(torch.float32, "SUM", n, peer))
+    t = values(torch.float32, "SUM", n, rank)
+    dist.all_reduce(t)
+    check(t, reference(torch.float32, "SUM", n, ws), "all_reduce across hosts", "SUM")
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_p2p_and_any_source_across_hosts() -> None:
+    run_ranks(_p2p_across_hosts, 4, backend=None, timeout=100)

@@ -1,12 +1,23 @@
 #include "transport/ucx/ucx_handles.h"
 
+#include <cstdlib>
+
 #include "common/tag.h"
 
 namespace distx::ucx {
 
-Context::Context(int estimatedEndpoints) {
+Context::Context(int estimatedEndpoints,
+                 const std::vector<std::pair<std::string, std::string>>& overrides) {
   ucp_config_t* cfg = nullptr;
   check(ucp_config_read(nullptr, nullptr, &cfg), "ucp_config_read");
+  for (const auto& [name, value] : overrides) {
+    if (std::getenv(("UCX_" + name).c_str())) continue;  // the user's setting wins
+    const ucs_status_t st = ucp_config_modify(cfg, name.c_str(), value.c_str());
+    if (st != UCS_OK) {
+      ucp_config_release(cfg);
+      check(st, "ucp_config_modify");
+    }
+  }
   ucp_params_t p{};
   p.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_TAG_SENDER_MASK |
                  UCP_PARAM_FIELD_ESTIMATED_NUM_EPS | UCP_PARAM_FIELD_MT_WORKERS_SHARED;

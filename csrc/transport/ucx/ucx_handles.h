@@ -7,6 +7,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/error.h"
 
@@ -18,7 +20,10 @@ inline void check(ucs_status_t st, const char* call) {
 
 class Context {
  public:
-  explicit Context(int estimatedEndpoints);
+  // `overrides`: UCX configuration (name without UCX_, value) applied where
+  // the user's environment does not set that variable itself.
+  explicit Context(int estimatedEndpoints,
+                   const std::vector<std::pair<std::string, std::string>>& overrides = {});
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;

@@ -7,6 +7,7 @@
 #include "common/env.h"
 #include "common/logging.h"
 #include "common/tag.h"
+#include "common/topology.h"
 
 namespace distx::ucx {
 namespace {
@@ -34,6 +35,7 @@ struct State {
   ucp_tag_recv_info_t info{};
   bool isRecv = false;
   int peer = -1;
+  ucp_worker_h worker = nullptr;  // where a receive was posted (to cancel it)
 };
 
 // Note [Request ownership]
@@ -80,7 +82,7 @@ class UcxRequest final : public Request {
     }
     const bool done = st_->flags.load(std::memory_order_acquire) & State::kUcxDone;
     if (st_->isRecv && !done) {
-      ucp_request_cancel(runtime_->worker(), st_->ucpRequest);  // no-op if it completed meanwhile
+      ucp_request_cancel(st_->worker, st_->ucpRequest);  // no-op if it completed meanwhile
     }
     // Counted before kOwnerGone is visible, so the callback's decrement can
     // never come first (Note [Parked buffers]).
@@ -111,33 +113,142 @@ class UcxRequest final : public Request {
   std::shared_ptr<Runtime> runtime_;  // the worker outlives every request on it
 };
 
+ucp_request_param_t recvParams(State* st) {
+  ucp_request_param_t p{};
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE |
+      UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FIELD_RECV_INFO |
+      UCP_OP_ATTR_FLAG_NO_IMM_CMPL;  // UCX 1.13 leaves recv_info empty on immediate completion
+  p.cb.recv = recvCallback;
+  p.user_data = st;
+  p.datatype = ucp_dt_make_contig(1);
+  p.memory_type = UCS_MEMORY_TYPE_HOST;
+  p.recv_info.tag_info = &st->info;
+  return p;
+}
+
+// Finishes posting a receive: `r` is what ucp_tag_(msg_)recv_nbx returned.
+RequestPtr recvRequest(State* st, void* r, std::shared_ptr<Runtime> runtime) {
+  if (UCS_PTR_IS_ERR(r)) {
+    const ucs_status_t err = UCS_PTR_STATUS(r);
+    const int src = st->peer;
+    delete st;
+    throw TransportError(
+        detail::concat("recv from rank ", src, " failed: ", ucs_status_string(err)));
+  }
+  if (r == nullptr) {
+    st->length = st->info.length;
+    st->senderTag = st->info.sender_tag;
+    st->status.store(UCS_OK);
+  } else {
+    st->ucpRequest = r;
+  }
+  return std::make_unique<UcxRequest>(st, std::move(runtime));
+}
+
+// A receive from any source when the group has peers on both workers (Note
+// [Network worker]): the message is probed on each worker (and taken off its
+// unexpected queue) by test(), then received with ucp_tag_msg_recv_nbx. No
+// completion callback wakes a sleeping waiter before the match, so a waiter
+// finds it at its next periodic check (at most 10 ms later).
+class AnySourceRecv final : public Request {
+ public:
+  AnySourceRecv(std::shared_ptr<Runtime> runtime, std::shared_ptr<Waker> waker, uint64_t tag,
+                uint64_t mask, void* buf, size_t bytes)
+      : runtime_(std::move(runtime)),
+        waker_(std::move(waker)),
+        tag_(tag),
+        mask_(mask),
+        buf_(buf),
+        bytes_(bytes) {}
+  bool test() override {
+    if (!inner_) {
+      for (bool net : {false, true}) {
+        ucp_tag_recv_info_t info{};
+        ucp_worker_h w = runtime_->worker(net);
+        ucp_tag_message_h msg = ucp_tag_probe_nb(w, tag_, mask_, /*remove=*/1, &info);
+        if (!msg) continue;
+        auto* st = new State;
+        st->waker = waker_;
+        st->isRecv = true;
+        st->worker = w;
+        st->peer = static_cast<int>(tag::srcOf(info.sender_tag));
+        st->info = info;
+        ucp_request_param_t p = recvParams(st);
+        p.op_attr_mask &= ~UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+        inner_ = recvRequest(st, ucp_tag_msg_recv_nbx(w, buf_, bytes_, msg, &p), runtime_);
+        break;
+      }
+      if (!inner_) return false;
+    }
+    return inner_->test();
+  }
+  size_t receivedBytes() const override { return inner_ ? inner_->receivedBytes() : 0; }
+  int source() const override { return inner_ ? inner_->source() : -1; }
+
+ private:
+  std::shared_ptr<Runtime> runtime_;
+  std::shared_ptr<Waker> waker_;
+  const uint64_t tag_, mask_;
+  void* const buf_;
+  const size_t bytes_;
+  RequestPtr inner_;
+};
+
 // The bootstrap value of "ucx_addr/<rank>" (Note [Shared UCX runtime]):
-// [next id][n][n ids in use] as uint32, then the worker address.
-std::vector<uint8_t> encodeEntry(uint32_t next, const std::vector<uint32_t>& ids,
-                                 const std::string& address) {
-  std::vector<uint32_t> head{next, static_cast<uint32_t>(ids.size())};
-  head.insert(head.end(), ids.begin(), ids.end());
-  std::vector<uint8_t> out(head.size() * sizeof(uint32_t) + address.size());
-  std::memcpy(out.data(), head.data(), head.size() * sizeof(uint32_t));
-  std::memcpy(out.data() + head.size() * sizeof(uint32_t), address.data(), address.size());
+// [next id][n][n ids in use] as uint32, [host id][boot id] as uint64 (Note
+// [Network worker]), [local address length] as uint32, then the local and the
+// net worker's addresses.
+struct Entry {
+  uint32_t next = 0;
+  std::vector<uint32_t> ids;
+  uint64_t hostId = 0, bootId = 0;
+  std::string local, net;
+};
+
+template <typename T>
+void put(std::vector<uint8_t>& out, const T& v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), p, p + sizeof v);
+}
+
+std::vector<uint8_t> encodeEntry(const Entry& e) {
+  std::vector<uint8_t> out;
+  put(out, e.next);
+  put(out, static_cast<uint32_t>(e.ids.size()));
+  for (uint32_t id : e.ids)
+    put(out, id);
+  put(out, e.hostId);
+  put(out, e.bootId);
+  put(out, static_cast<uint32_t>(e.local.size()));
+  out.insert(out.end(), e.local.begin(), e.local.end());
+  out.insert(out.end(), e.net.begin(), e.net.end());
   return out;
 }
 
-void decodeEntry(const std::vector<uint8_t>& in, int rank, uint32_t& next, std::set<uint32_t>& ids,
-                 std::string& address) {
-  uint32_t word[2] = {0, 0};
-  DISTX_CHECK(in.size() >= sizeof word, TransportError, "bad address entry of rank ", rank);
-  std::memcpy(word, in.data(), sizeof word);
-  const size_t head = sizeof(uint32_t) * (2 + static_cast<size_t>(word[1]));
-  DISTX_CHECK(word[1] <= tag::kMaxGroups && in.size() > head, TransportError,
+Entry decodeEntry(const std::vector<uint8_t>& in, int rank) {
+  size_t at = 0;
+  auto get = [&](auto& v) {
+    DISTX_CHECK(in.size() - at >= sizeof v, TransportError, "bad address entry of rank ", rank);
+    std::memcpy(&v, in.data() + at, sizeof v);
+    at += sizeof v;
+  };
+  Entry e;
+  uint32_t n = 0, localLen = 0;
+  get(e.next);
+  get(n);
+  DISTX_CHECK(n <= tag::kMaxGroups, TransportError, "bad address entry of rank ", rank);
+  e.ids.resize(n);
+  for (auto& id : e.ids)
+    get(id);
+  get(e.hostId);
+  get(e.bootId);
+  get(localLen);
+  DISTX_CHECK(localLen > 0 && in.size() - at > localLen, TransportError,
               "bad address entry of rank ", rank);
-  next = std::max(next, word[0]);
-  for (uint32_t i = 0; i < word[1]; ++i) {
-    uint32_t id = 0;
-    std::memcpy(&id, in.data() + sizeof(uint32_t) * (2 + i), sizeof id);
-    ids.insert(id);
-  }
-  address.assign(reinterpret_cast<const char*>(in.data()) + head, in.size() - head);
+  e.local.assign(reinterpret_cast<const char*>(in.data()) + at, localLen);
+  e.net.assign(reinterpret_cast<const char*>(in.data()) + at + localLen, in.size() - at - localLen);
+  return e;
 }
 
 }  // namespace
@@ -154,16 +265,27 @@ UcxTransport::UcxTransport(int rank, int size, Bootstrap& bootstrap, Deadline de
 
 void UcxTransport::allocateGroupId(Bootstrap& bootstrap) {
   auto creating = runtime_->lockGroupCreation();
-  bootstrap.set(
-      "ucx_addr/" + std::to_string(rank_),
-      encodeEntry(runtime_->nextGroupId(), runtime_->usedGroupIds(), runtime_->address()));
+  const HostInfo me = localHostInfo();
+  Entry mine;
+  mine.next = runtime_->nextGroupId();
+  mine.ids = runtime_->usedGroupIds();
+  mine.hostId = me.hostId;
+  mine.bootId = me.bootId;
+  mine.local = runtime_->address(false);
+  mine.net = runtime_->address(true);
+  bootstrap.set("ucx_addr/" + std::to_string(rank_), encodeEntry(mine));
   std::set<uint32_t> used;
   uint32_t next = 0;
   endpoints_.assign(size_, nullptr);
+  net_.assign(size_, false);
   for (int r = 0; r < size_; ++r) {
-    std::string address;
-    decodeEntry(bootstrap.get("ucx_addr/" + std::to_string(r)), r, next, used, address);
-    endpoints_[r] = runtime_->endpoint(address);
+    const Entry e = decodeEntry(bootstrap.get("ucx_addr/" + std::to_string(r)), r);
+    next = std::max(next, e.next);
+    used.insert(e.ids.begin(), e.ids.end());
+    // Note [Network worker]: another host (or another boot of it) goes through net.
+    net_[r] = e.hostId != me.hostId || e.bootId != me.bootId;
+    endpoints_[r] = runtime_->endpoint(net_[r], net_[r] ? e.net : e.local);
+    if (net_[r]) anyNet_ = true;
   }
   // The first id free in every member, from the members' furthest cursor on:
   // ids go round before one is reused, so a late message of a dead group
@@ -218,40 +340,21 @@ RequestPtr UcxTransport::send(int dst, uint64_t tag, const void* buf, size_t byt
 }
 
 RequestPtr UcxTransport::recv(int src, uint64_t tag, uint64_t mask, void* buf, size_t bytes) {
+  DISTX_CHECK(src >= -1 && src < size_, InvalidArgument, "recv from invalid rank ", src);
+  if (src < 0 && anyNet_) {
+    return std::make_unique<AnySourceRecv>(runtime_, waker_, tag, mask, buf, bytes);
+  }
   auto* st = new State;
   st->waker = waker_;
   st->peer = src;
   st->isRecv = true;
-  ucp_request_param_t p{};
-  p.op_attr_mask =
-      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE |
-      UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FIELD_RECV_INFO |
-      UCP_OP_ATTR_FLAG_NO_IMM_CMPL;  // UCX 1.13 leaves recv_info empty on immediate completion
-  p.cb.recv = recvCallback;
-  p.user_data = st;
-  p.datatype = ucp_dt_make_contig(1);
-  p.memory_type = UCS_MEMORY_TYPE_HOST;
-  p.recv_info.tag_info = &st->info;
-  void* r = ucp_tag_recv_nbx(runtime_->worker(), buf, bytes, tag, mask, &p);
-  if (UCS_PTR_IS_ERR(r)) {
-    const ucs_status_t err = UCS_PTR_STATUS(r);
-    delete st;
-    throw TransportError(
-        detail::concat("recv from rank ", src, " failed: ", ucs_status_string(err)));
-  }
-  if (r == nullptr) {
-    st->length = st->info.length;
-    st->senderTag = st->info.sender_tag;
-    st->status.store(UCS_OK);
-  } else {
-    st->ucpRequest = r;
-  }
-  return std::make_unique<UcxRequest>(st, runtime_);
+  st->worker = runtime_->worker(src >= 0 && net_[src]);
+  ucp_request_param_t p = recvParams(st);
+  return recvRequest(st, ucp_tag_recv_nbx(st->worker, buf, bytes, tag, mask, &p), runtime_);
 }
 
 void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what) {
   if (req.test()) return;
-  ucp_worker_h w = runtime_->worker();
   // Spin phase: progress ourselves while events keep coming.
   runtime_->addSpinner();
   auto lastEvent = Clock::now();
@@ -259,7 +362,7 @@ void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what
   bool done = false;
   try {
     while (true) {
-      if (ucp_worker_progress(w) > 0) lastEvent = Clock::now();
+      if (runtime_->progress() > 0) lastEvent = Clock::now();
       if ((done = req.test())) break;
       if (aborted_.load(std::memory_order_acquire)) break;
       if ((++iter & 63) == 0) {
@@ -275,7 +378,7 @@ void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what
   if (done) return;
   // Sleep phase: hand progress to the progress thread and sleep until a
   // completion, an abort or the deadline.
-  ucp_worker_signal(w);
+  ucp_worker_signal(runtime_->worker(false));
   std::unique_lock<std::mutex> lock(waker_->mu);
   while (!req.test()) {
     if (aborted_.load(std::memory_order_acquire)) {

@@ -76,6 +76,8 @@ class UcxTransport final : public Transport {
   const std::chrono::microseconds spinIdle_;
   std::shared_ptr<Runtime> runtime_;
   std::vector<ucp_ep_h> endpoints_;  // owned by the runtime
+  std::vector<bool> net_;            // peer r is on another host (Note [Network worker])
+  bool anyNet_ = false;
   uint32_t groupId_ = 0;
   std::atomic<bool> idHeld_{false};
   std::shared_ptr<Waker> waker_;
