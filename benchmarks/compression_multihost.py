@@ -2,7 +2,7 @@
 
     sudo .venv/bin/python benchmarks/compression_multihost.py \\
         [--rates 100mbit,1gbit,10gbit] [--hidden 2560] [--steps 12] [--reps 3] \\
-        [--configs distx,distx-fp16,distx-bf16,distx-topk,distx-hook-fp16,distx-hook-topk,gloo,gloo-torch-fp16,gloo-powersgd] \\
+        [--configs distx,distx-fp16,distx-bf16,distx-topk,distx-fp16-all,distx-topk-all,distx-hook-fp16,distx-hook-topk,gloo,gloo-torch-fp16,gloo-powersgd] \\
         [--json out.json] [--plot out.png]
 
 For every rate the testbed (tests/multihost/testbed.py) makes 2 network-namespace
@@ -18,6 +18,8 @@ Configurations:
   distx              DDP on a distx group, no compression
   distx-fp16/-bf16   the group switch: torch_distx.Options(compress="fp16"/"bf16")
   distx-topk         the group switch: Options(compress="topk:0.01"), error feedback
+  distx-*-all        the same with compress_scope="all": every stage compressed
+                     (the flat path, as the hooks do), not only the inter-node one
   distx-hook-fp16    torch_distx.hooks.fp16_hook on an uncompressed distx group
   distx-hook-topk    torch_distx.hooks.topk_hook (TopKState(ratio=0.01)) on distx
   gloo               DDP on a gloo group
@@ -45,8 +47,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-CONFIGS = ["distx", "distx-fp16", "distx-bf16", "distx-topk", "distx-hook-fp16", "distx-hook-topk", "gloo",
-           "gloo-torch-fp16", "gloo-powersgd"]
+CONFIGS = ["distx", "distx-fp16", "distx-bf16", "distx-topk", "distx-fp16-all", "distx-topk-all",
+           "distx-hook-fp16", "distx-hook-topk", "gloo", "gloo-torch-fp16", "gloo-powersgd"]
 
 
 # ---- rank side (runs under torchrun on a testbed host) --------------------------
@@ -81,11 +83,14 @@ def _make(name: str, hidden: int, seed: int):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                           nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10))
-    switch = {"distx-fp16": "fp16", "distx-bf16": "bf16", "distx-topk": "topk:0.01"}
+    switch = {"distx-fp16": "fp16", "distx-bf16": "bf16", "distx-topk": "topk:0.01",
+              "distx-fp16-all": "fp16", "distx-topk-all": "topk:0.01"}
     if name.startswith("gloo"):
         group = dist.new_group(backend="gloo")
     else:
-        group = dist.new_group(pg_options=torch_distx.Options(compress=switch.get(name, "none")))
+        scope = "all" if name.endswith("-all") else None
+        group = dist.new_group(pg_options=torch_distx.Options(compress=switch.get(name, "none"),
+                                                              compress_scope=scope))
     bucket = 1000 if name == "gloo-powersgd" else 25
     ddp = DDP(model, process_group=group, bucket_cap_mb=bucket)
     if name == "distx-hook-fp16":
