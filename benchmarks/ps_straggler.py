@@ -1,14 +1,18 @@
 """Parameter server vs synchronous DDP with stragglers (issue 10, item 9).
 
-4 workers train an MLP on scikit-learn's digits, batch 32, with a simulated
-compute time per step (sleep, so the 2-core CI machine is not the limit):
+4 workers train an MLP on scikit-learn's digits, batch 32, SGD lr 0.5 (DDP;
+lr/4 per worker in delta mode, which sums the updates), with a simulated
+compute time per step (a sleep between forward and backward, so the 2-core CI
+machine is not the limit, and after the forward's wait for the PS pull, so it
+never hides that wait):
   (a) persistent: worker 3 is 3x slower every step;
   (b) jitter: every worker's step is 4x slower with probability 1/4.
 Compared in the same run, interleaved, each config `--reps` times:
 synchronous DDP on distx and on gloo, and torch_distx.ps (delta mode, colocated
 shards) with staleness 0, 2 and -1 (async). Reported: samples/s over all
 workers (median, min, max) and the wall time until rank 0's parameters reach
-the target test accuracy.
+the target test accuracy. Synchronous DDP agrees every 8 steps (one small
+all-reduce) on when to stop, so every rank takes the same number of steps.
 
     python benchmarks/ps_straggler.py [--seconds 4] [--reps 3] [--json out.json] [--plot out.png]
 """
@@ -45,15 +49,42 @@ def _digits():
 def _all(rank: int, world: int, plan: list[tuple[str, str, int]], store_dir: str,
          kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run of the plan in the same 4 processes (one group per run)."""
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` shows where a rank waits
     torch.set_num_threads(1)
     out = []
     for i, (config, scenario, rep) in enumerate(plan):
+        # A run that takes far longer than its budget is stuck: dump every thread's stack.
+        faulthandler.dump_traceback_later(kwargs["seconds"] + 120, exit=False)
         r = _body(rank, world, config, scenario, seed=rep, store=f"{store_dir}/store{i}", **kwargs)
+        faulthandler.cancel_dump_traceback_later()
         out.append(dict(r, config=config, scenario=scenario, rep=rep))
         if rank == 0:
             print(f"rep {rep} {scenario:10s} {config:9s} {r['samples_per_s']:8.0f} samples/s  "
                   f"target {r['time_to_target_s']}  acc {r['final_acc']:.3f}", file=sys.stderr)
     return out
+
+
+# Note [gloo teardown deadlock]: ProcessGroupGloo's destructor joins its
+# worker threads on the thread that drops the last reference, here the main
+# thread holding the GIL (DDP's Reducer freed when _body returns). A worker
+# thread that is still destroying a finished work (the last all_reduce) must
+# decref that work's Python-visible tensors, which takes the GIL: both wait
+# forever (seen with gdb: main in ~ProcessGroupGloo -> thread::join, the
+# pt_gloo_runloop thread in ~AsyncAllreduceWork -> decref_pyobject -> take_gil).
+# So the benchmark lets the worker threads drain with the GIL released, and
+# keeps each gloo group's last reference until the process exits (by then
+# every work is long gone), instead of freeing it mid-run.
+_KEEP_ALIVE: list[Any] = []
+
+
+def _teardown(model: Any, backend: str) -> None:
+    time.sleep(0.2)  # GIL released: the gloo threads finish destroying their last works
+    if backend == "gloo":
+        _KEEP_ALIVE.append(model)  # holds the Reducer, which holds the group
+    dist.destroy_process_group()
 
 
 def _body(rank: int, world: int, config: str, scenario: str, seconds: float, compute: float,
@@ -86,7 +117,8 @@ def _body(rank: int, world: int, config: str, scenario: str, seconds: float, com
         if is_ps:
             if elapsed >= seconds:
                 break
-        else:  # every rank must take the same number of steps: agree to stop
+        elif steps % 8 == 0:  # every rank must take the same number of steps: agree to stop
+            # (every 8th step only, so the extra collective costs DDP little)
             stop.fill_(1.0 if elapsed >= seconds else 0.0)
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)
             if stop.item() > 0:
@@ -96,9 +128,12 @@ def _body(rank: int, world: int, config: str, scenario: str, seconds: float, com
             c *= 3
         elif scenario == "jitter" and rng.random() < 0.25:
             c *= 4
-        time.sleep(c)
         idx = torch.randint(0, len(ytr), (batch,), generator=g)
+        # The forward waits for the pull in flight (PS); the simulated compute comes
+        # after it, so it never overlaps the wait for the other workers (else s=0
+        # would hide a step of compute behind the pull and look like s=1).
         loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+        time.sleep(c)
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -117,7 +152,7 @@ def _body(rank: int, world: int, config: str, scenario: str, seconds: float, com
     dist.all_reduce(counts)
     with torch.no_grad():
         acc = float((model.module(xte).argmax(1) == yte).float().mean())
-    dist.destroy_process_group()
+    _teardown(model, backend)
     return {"samples_per_s": counts.item() * batch / wall, "time_to_target_s": reached,
             "final_acc": acc, "rank0_steps": steps, "wall_s": wall}
 
@@ -130,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--compute-ms", type=float, default=10.0)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--target", type=float, default=0.93, help="test accuracy for time-to-target")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -143,12 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(c, s, rep) for rep in range(a.reps) for s in scenarios for c in configs]
     kwargs = {"seconds": a.seconds, "compute": a.compute_ms / 1000, "batch": a.batch, "lr": a.lr,
               "target": a.target}
+    import os
+
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as d:
         for r in run(4, _all, plan, d, kwargs):
             raw[r["scenario"]][r["config"]].append(r)
+    meta = {"loadavg_before": load_before, "loadavg_after": os.getloadavg(), "cpus": os.cpu_count()}
     summary: dict[str, Any] = {}
     print(f"\n4 workers, batch {a.batch}, {a.compute_ms:g} ms compute/step, {a.seconds:g} s per run, "
-          f"{a.reps} reps (median [min, max]); target accuracy {a.target}")
+          f"{a.reps} reps (median [min, max]); target accuracy {a.target}; load average "
+          f"{meta['loadavg_before'][0]:.1f} before, {meta['loadavg_after'][0]:.1f} after, {meta['cpus']} cpus")
     print("| scenario | config | samples/s | vs ddp-distx | time to target (s) | final acc |")
     print("|---|---|---|---|---|---|")
     for s in scenarios:
@@ -169,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['speedup']:.2f}x | {ttt} | {row['final_acc']:.3f} |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "summary": summary, "raw": raw}, f, indent=1)
+            json.dump({"args": vars(a), "meta": meta, "summary": summary, "raw": raw}, f, indent=1)
     if a.plot:
         import matplotlib
 
