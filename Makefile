@@ -14,7 +14,7 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan test-tsan check-cuda-build bench bench-multihost bench-reduce bench-ps format clean
+.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan test-tsan check-cuda-build test-gpu bench bench-multihost bench-reduce bench-ps format clean
 
 # A short selection of PyTorch's generic distributed suite for `make test` (the
 # tests in it that the suite gates to gloo by name also run in alias mode, see
@@ -103,6 +103,15 @@ check-cuda-build: deps $(CUDA_VENV)/.ready
 	  $(CUDA_VENV)/bin/python setup.py -q build_ext --build-temp build/cuda-temp --build-lib build/cuda-lib \
 	  > build/cuda-build.log 2>&1 || { tail -40 build/cuda-build.log; exit 1; }
 	@ls build/cuda-lib/torch_distx/_C*.so && echo "check-cuda-build: compiled against torch 2.14.1 + CUDA with nvcc"
+
+# tests/gpu: CUDA tensors through NCCL and the 2-host UCX stage. Needs a GPU
+# and a CUDA build of torch_distx; elsewhere every test is reported as skipped
+# with the reason. On a GPU machine whose python already holds a CUDA torch,
+# build in place and point GPU_PY at it (tests/gpu/run_on_device.sh does):
+#   make test-gpu GPU_PY=python3
+GPU_PY ?= $(VPY)
+test-gpu: $(if $(filter $(VPY),$(GPU_PY)),build)
+	$(GPU_PY) -m pytest tests/gpu -q -rs -p no:cacheprovider
 
 test-long: test-asan build
 	DISTX_KILL_TRIALS=20 $(VPY) -m pytest tests/python/test_failures.py -q

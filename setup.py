@@ -54,11 +54,39 @@ def sources(pattern):
     return sorted(glob.glob(os.path.join("csrc", "**", pattern), recursive=True))
 
 
+def find_nccl_include():
+    """nccl.h from the nvidia-nccl-cu13 wheel that the CUDA build of torch
+    depends on (Note [Loading NCCL]: the library itself is dlopen()ed at run
+    time, so nothing links against it); $NCCL_HOME/include overrides."""
+    home = os.environ.get("NCCL_HOME")
+    if home:
+        return os.path.join(home, "include")
+    try:
+        import nvidia.nccl  # namespace package: no __file__
+
+        for root in nvidia.nccl.__path__:
+            inc = os.path.join(root, "include")
+            if os.path.exists(os.path.join(inc, "nccl.h")):
+                return inc
+    except ImportError:
+        pass
+    sys.exit(
+        "torch-distx: a CUDA build needs nccl.h from the nvidia-nccl-cu13 wheel "
+        "(pip install nvidia-nccl-cu13), or NCCL_HOME, or DISTX_WITH_CUDA=0 for a CPU-only build."
+    )
+
+
 ucx = find_ucx()
 with_cuda = torch.version.cuda is not None and os.environ.get("DISTX_WITH_CUDA", "1") != "0"
+# Only the CUDA build compiles the CUDA half of the backend and the NCCL
+# transport (Note [Device dispatch]); the CPU build needs no CUDA header.
+cuda_only = [os.path.join("csrc", "backend", "cuda"), os.path.join("csrc", "transport", "nccl")]
 srcs = [s for s in sources("*.cpp") if not s.startswith(os.path.join("csrc", "transport", "local"))]
 if with_cuda:
     srcs += sources("*.cu")
+else:
+    srcs = [s for s in srcs if not any(s.startswith(d + os.sep) for d in cuda_only)]
+nccl_include = [find_nccl_include()] if with_cuda else []
 
 define_macros = [("DISTX_WITH_CUDA", "1")] if with_cuda else []
 cxx_flags = ["-O3", "-Wall", "-Wno-unused-parameter", "-fvisibility=hidden"]
@@ -66,9 +94,9 @@ Extension = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExten
 ext = Extension(
     name="torch_distx._C",
     sources=srcs,
-    include_dirs=[os.path.join(HERE, "csrc")] + ucx["include"],
+    include_dirs=[os.path.join(HERE, "csrc")] + ucx["include"] + nccl_include,
     library_dirs=ucx["libdirs"],
-    libraries=["ucp", "uct", "ucs", "ucm"],
+    libraries=["ucp", "uct", "ucs", "ucm"] + (["dl"] if with_cuda else []),
     define_macros=define_macros,
     extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]} if with_cuda else cxx_flags,
     extra_link_args=[f"-Wl,-rpath,{p}" for p in ucx["rpath"]],

@@ -23,6 +23,24 @@ if _build_info.UCX_FROM_WHEEL:  # built against the PyPI libucx wheel: load its 
     libucx.load_library()
 
 from . import _C  # noqa: E402
+
+
+def _nccl_library() -> str:
+    """libnccl.so.2 of the nvidia-nccl-cu13 wheel next to torch ("" if absent:
+    then the copy torch loaded is found by its SONAME). Note [Loading NCCL]."""
+    try:
+        import nvidia.nccl  # namespace package: __path__, no __file__
+    except ImportError:
+        return ""
+    for root in nvidia.nccl.__path__:
+        path = os.path.join(root, "lib", "libnccl.so.2")
+        if os.path.exists(path):
+            return path
+    return ""
+
+
+if _C.with_cuda:
+    _C._set_nccl_library(_nccl_library())
 from ._register import register  # noqa: E402
 from .compression import compression_stats  # noqa: E402
 from .monitored import monitored_barrier  # noqa: E402

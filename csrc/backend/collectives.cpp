@@ -33,6 +33,7 @@ void runAllreduce(CollectiveContext& ctx, at::Tensor& buf, const ReduceSpec& spe
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce(std::vector<at::Tensor>& tensors,
                                                             const c10d::AllreduceOptions& opts) {
+  if (onCuda("all_reduce", tensors)) return cuda().allreduce(tensors, opts);
   if (tensors.size() == 1 && tensors[0].defined() && tensors[0].is_sparse())
     return allreduceSparse(tensors[0], opts);  // Note [Sparse all-reduce]
   const at::Tensor& t = singleTensor(tensors, "all_reduce");
@@ -56,6 +57,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce(std::vector<at::Tens
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(
     std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) {
+  if (onCuda("all_reduce_coalesced", tensors)) return cuda().allreduce_coalesced(tensors, opts);
   TORCH_CHECK_VALUE(!tensors.empty(), "distx all_reduce_coalesced: got no tensors");
   checkTensor(tensors[0], "all_reduce_coalesced");
   for (const auto& t : tensors) {
@@ -98,6 +100,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::broadcast(std::vector<at::Tensor>& tensors,
                                                             const c10d::BroadcastOptions& opts) {
+  if (onCuda("broadcast", tensors)) return cuda().broadcast(tensors, opts);
   const at::Tensor& t = singleTensor(tensors, "broadcast");
   TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < size_, "distx broadcast: root rank ",
                     opts.rootRank, " is outside 0..", size_ - 1);
@@ -116,6 +119,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::broadcast(std::vector<at::Tens
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(
     std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
     const c10d::AllgatherOptions& opts) {
+  if (onCuda("all_gather", outputs, inputs)) return cuda().allgather(outputs, inputs, opts);
   const at::Tensor& in = singleTensor(inputs, "all_gather");
   TORCH_CHECK_VALUE(outputs.size() == 1, "distx all_gather: expected one output list, got ",
                     outputs.size());
@@ -158,6 +162,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(
     at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
+  if (onCuda("all_gather_into_tensor", output, input))
+    return cuda()._allgather_base(output, input, opts);
   checkTensor(input, "all_gather_into_tensor");
   checkTensor(output, "all_gather_into_tensor");
   TORCH_CHECK_TYPE(output.scalar_type() == input.scalar_type(),
@@ -187,6 +193,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
     std::vector<std::vector<at::Tensor>>& outputLists, std::vector<at::Tensor>& inputs,
     const c10d::AllgatherOptions& opts) {
+  if (onCuda("all_gather_coalesced", outputLists, inputs))
+    return cuda().allgather_coalesced(outputLists, inputs, opts);
   const char* op = "all_gather_coalesced";
   // outputLists[rank][i] receives input i of that rank.
   TORCH_CHECK_VALUE(static_cast<int>(outputLists.size()) == size_, "distx ", op, ": got ",

@@ -8,10 +8,7 @@
 #include "backend/tensor_checks.hpp"
 
 namespace distx {
-namespace {
 
-// Byte length of each of the P blocks of `t` split along dim 0 by `splits`
-// (empty: equal split), with ValueErrors for splits that do not fit.
 std::vector<size_t> blockBytes(const at::Tensor& t, const std::vector<int64_t>& splits, int P,
                                const char* op, const char* which) {
   TORCH_CHECK_VALUE(t.dim() >= 1, "distx ", op, ": the ", which,
@@ -41,6 +38,8 @@ std::vector<size_t> blockBytes(const at::Tensor& t, const std::vector<int64_t>& 
   return out;
 }
 
+namespace {
+
 std::vector<size_t> offsetsOf(const std::vector<size_t>& sizes) {
   std::vector<size_t> off(sizes.size());
   size_t at = 0;
@@ -56,6 +55,8 @@ std::vector<size_t> offsetsOf(const std::vector<size_t>& sizes) {
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall_base(
     at::Tensor& output, at::Tensor& input, std::vector<int64_t>& outputSplitSizes,
     std::vector<int64_t>& inputSplitSizes, const c10d::AllToAllOptions& opts) {
+  if (onCuda("all_to_all_single", output, input))
+    return cuda().alltoall_base(output, input, outputSplitSizes, inputSplitSizes, opts);
   const char* op = "all_to_all_single";
   checkTensor(input, op);
   checkTensor(output, op);
@@ -91,6 +92,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall_base(
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::alltoall(std::vector<at::Tensor>& outputs,
                                                            std::vector<at::Tensor>& inputs,
                                                            const c10d::AllToAllOptions& opts) {
+  if (onCuda("all_to_all", outputs, inputs)) return cuda().alltoall(outputs, inputs, opts);
   const char* op = "all_to_all";
   TORCH_CHECK_VALUE(
       static_cast<int>(inputs.size()) == size_ && static_cast<int>(outputs.size()) == size_,

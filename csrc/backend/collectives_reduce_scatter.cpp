@@ -41,6 +41,8 @@ void checkReduceScatterPair(const at::Tensor& out, const at::Tensor& in, int P, 
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_reduce_scatter_base(
     at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) {
+  if (onCuda("reduce_scatter_tensor", output, input))
+    return cuda()._reduce_scatter_base(output, input, opts);
   const char* op = "reduce_scatter_tensor";
   checkReduceScatterPair(output, input, size_, op);
   const ReduceSpec spec = toReduceOp(opts.reduceOp, input.scalar_type(), op);
@@ -56,6 +58,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_reduce_scatter_base(
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter(
     std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
     const c10d::ReduceScatterOptions& opts) {
+  if (onCuda("reduce_scatter", outputs, inputs))
+    return cuda().reduce_scatter(outputs, inputs, opts);
   const char* op = "reduce_scatter";
   const at::Tensor& out = singleTensor(outputs, op);
   TORCH_CHECK_VALUE(inputs.size() == 1, "distx ", op, ": expected one input list, got ",
@@ -85,6 +89,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter(
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter_tensor_coalesced(
     std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
     const c10d::ReduceScatterOptions& opts) {
+  if (onCuda("reduce_scatter_tensor_coalesced", outputs, inputs))
+    return cuda().reduce_scatter_tensor_coalesced(outputs, inputs, opts);
   const char* op = "reduce_scatter_tensor_coalesced";
   TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "distx ", op, ": got ", outputs.size(),
                     " outputs for ", inputs.size(), " inputs");
@@ -138,6 +144,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter_tensor_coalesce
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_into_tensor_coalesced(
     std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
     const c10d::AllgatherOptions& opts) {
+  if (onCuda("all_gather_into_tensor_coalesced", outputs, inputs))
+    return cuda().allgather_into_tensor_coalesced(outputs, inputs, opts);
   const char* op = "all_gather_into_tensor_coalesced";
   TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "distx ", op, ": got ", outputs.size(),
                     " outputs for ", inputs.size(), " inputs");

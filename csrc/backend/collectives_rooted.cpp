@@ -20,6 +20,7 @@ int checkRoot(int64_t root, int size, const char* op) {
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce(std::vector<at::Tensor>& tensors,
                                                          const c10d::ReduceOptions& opts) {
+  if (onCuda("reduce", tensors)) return cuda().reduce(tensors, opts);
   const char* op = "reduce";
   const at::Tensor& t = singleTensor(tensors, op);
   const int root = checkRoot(opts.rootRank, size_, op);
@@ -49,6 +50,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce(std::vector<at::Tensor>
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::gather(
     std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
     const c10d::GatherOptions& opts) {
+  if (onCuda("gather", outputs, inputs)) return cuda().gather(outputs, inputs, opts);
   const char* op = "gather";
   const at::Tensor& in = singleTensor(inputs, op);
   const int root = checkRoot(opts.rootRank, size_, op);
@@ -80,6 +82,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::gather(
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::scatter(
     std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
     const c10d::ScatterOptions& opts) {
+  if (onCuda("scatter", outputs, inputs)) return cuda().scatter(outputs, inputs, opts);
   const char* op = "scatter";
   const at::Tensor& out = singleTensor(outputs, op);
   const int root = checkRoot(opts.rootRank, size_, op);

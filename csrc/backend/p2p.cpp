@@ -275,6 +275,7 @@ std::chrono::milliseconds ProcessGroupDistx::p2pTimeout() {
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::send(std::vector<at::Tensor>& tensors,
                                                        int dstRank, int tag) {
+  if (onCuda("send", tensors)) return cuda().send(tensors, dstRank, tag);
   const at::Tensor& t = singleTensor(tensors, "send");
   TORCH_CHECK_VALUE(dstRank >= 0 && dstRank < size_, "distx send: destination rank ", dstRank,
                     " is outside 0..", size_ - 1);
@@ -283,6 +284,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::send(std::vector<at::Tensor>& 
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::recv(std::vector<at::Tensor>& tensors,
                                                        int srcRank, int tag) {
+  if (onCuda("recv", tensors)) return cuda().recv(tensors, srcRank, tag);
   const at::Tensor& t = singleTensor(tensors, "recv");
   TORCH_CHECK_VALUE(srcRank >= 0 && srcRank < size_, "distx recv: source rank ", srcRank,
                     " is outside 0..", size_ - 1);
@@ -291,6 +293,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::recv(std::vector<at::Tensor>& 
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::recvAnysource(std::vector<at::Tensor>& tensors,
                                                                 int tag) {
+  if (onCuda("recv", tensors)) return cuda().recvAnysource(tensors, tag);
   const at::Tensor& t = singleTensor(tensors, "recv");
   return p2pEngine("recv").recv(t, -1, tag, p2pTimeout());
 }

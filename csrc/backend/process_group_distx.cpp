@@ -67,6 +67,10 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   try {
     const Deadline deadline = Clock::now() + timeout_.load();
     bootstrap_ = std::make_unique<StoreBootstrap>(store, rank, size, deadline);
+    // The CUDA half's keys (NCCL unique ids) live under this incarnation too
+    // (Note [Store incarnations]).
+    store_ = c10::make_intrusive<c10d::PrefixStore>(
+        detail::concat("distx/", bootstrap_->incarnation()), store);
     discoverTopology(deadline);
     transport_ = std::make_unique<ucx::UcxTransport>(rank, size, *bootstrap_, deadline);
     pgTag_ = transport_->groupId();
@@ -88,7 +92,8 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
 ProcessGroupDistx::~ProcessGroupDistx() {
   if (!shutDown_.exchange(true)) {
     // Destroyed without shutdown(): finish queued work (bounded), then leave.
-    stopWorker(/*drain=*/true, shutdownDeadline());
+    stopWorker(/*drain=*/true, shutdownDeadline());  // queued CUDA stages use the CUDA half
+    takeCuda();  // its destructor finalizes the NCCL communicators
     stopP2P("the process group was destroyed");
     if (liveness_) liveness_->leave();
     transport_->shutdown();
@@ -288,6 +293,37 @@ void ProcessGroupDistx::stopWorker(bool drain, Deadline deadline) {
   completions_.reset();  // runs what is queued, then joins
 }
 
+c10d::Backend& ProcessGroupDistx::cuda() {
+  std::lock_guard<std::mutex> lock(mu_);
+  TORCH_CHECK(!stopping_, "distx: the process group was shut down or aborted");
+  if (!cuda_) {
+    CudaBackendDeps deps;
+    deps.store = store_;
+    deps.rank = rank_;
+    deps.size = size_;
+    deps.groupName = groupName_;
+    deps.timeout = [this] { return timeout_.load(); };
+    deps.nextSeq = [this] {
+      std::lock_guard<std::mutex> l(mu_);
+      return ++seq_;
+    };
+    deps.host = this;
+    deps.enqueueHost = [this](c10d::OpType type, const char* opName,
+                              std::chrono::milliseconds timeout, Job job) {
+      return enqueue(type, opName, timeout, {}, std::move(job));
+    };
+    deps.localRank = rank_;
+    deps.localSize = size_;
+    cuda_ = makeCudaBackend(std::move(deps));
+  }
+  return *cuda_;
+}
+
+c10::intrusive_ptr<c10d::Backend> ProcessGroupDistx::takeCuda() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::move(cuda_);
+}
+
 void ProcessGroupDistx::setTimeout(std::chrono::milliseconds timeout) {
   timeout_.store(timeout);
 }
@@ -299,7 +335,8 @@ uint64_t ProcessGroupDistx::getSequenceNumberForGroup() {
 
 void ProcessGroupDistx::shutdown() {
   if (shutDown_.exchange(true)) return;
-  stopWorker(/*drain=*/true, shutdownDeadline());
+  stopWorker(/*drain=*/true, shutdownDeadline());  // queued CUDA stages use the CUDA half
+  if (auto cuda = takeCuda()) cuda->shutdown();
   stopP2P("the process group was shut down");
   if (liveness_) liveness_->leave();
   transport_->shutdown();
@@ -307,6 +344,9 @@ void ProcessGroupDistx::shutdown() {
 
 void ProcessGroupDistx::abort() {
   if (shutDown_.exchange(true)) return;
+  // Kept alive until the worker has stopped: a CUDA stage may be running on it.
+  const auto cuda = takeCuda();
+  if (cuda) cuda->abort();
   transport_->abort(prefix("abort", 0) + " process group aborted");
   stopP2P("the process group was aborted");
   stopWorker(/*drain=*/false, Clock::now());

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <atomic>
@@ -26,6 +27,7 @@
 #include "backend/compressor.hpp"
 #include "backend/consistency_check.hpp"
 #include "backend/contig.hpp"
+#include "backend/device_dispatch.hpp"
 #include "backend/work.hpp"
 
 namespace distx {
@@ -123,6 +125,9 @@ class ProcessGroupDistx final : public c10d::Backend {
   const Compressor& compressor() const { return *compressor_; }
 
  private:
+  // Note [Device dispatch]: the CUDA half, created by the first CUDA call.
+  c10d::Backend& cuda();
+  c10::intrusive_ptr<c10d::Backend> takeCuda();  // for shutdown, abort and destruction
   using Job = std::function<void(CollectiveContext&)>;
   struct Queued {
     c10::intrusive_ptr<WorkDistx> work;
@@ -157,6 +162,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   uint32_t pgTag_ = 0;  // the transport's group id (Note [Tag layout])
   const size_t chunkBytes_;
   std::atomic<std::chrono::milliseconds> timeout_;  // set_timeout() may run on any thread
+  c10::intrusive_ptr<c10d::Store> store_;  // the group's store, scoped to its incarnation
   std::unique_ptr<StoreBootstrap> bootstrap_;
   std::unique_ptr<ucx::UcxTransport> transport_;
   std::unique_ptr<LivenessRing> liveness_;
@@ -191,8 +197,9 @@ class ProcessGroupDistx final : public c10d::Backend {
   // last so it is destroyed first, before the transport and mu_ it uses.
   P2PEngine& p2pEngine(const char* opName);
   std::chrono::milliseconds p2pTimeout();
-  void stopP2P(const std::string& why);  // fails pending sends/recvs with `why`
-  std::shared_ptr<P2PEngine> p2p_;       // guarded by mu_
+  void stopP2P(const std::string& why);     // fails pending sends/recvs with `why`
+  std::shared_ptr<P2PEngine> p2p_;          // guarded by mu_
+  c10::intrusive_ptr<c10d::Backend> cuda_;  // guarded by mu_; Note [Device dispatch]
 };
 
 // `options`: the fields of torch_distx.Options the user set (compress,

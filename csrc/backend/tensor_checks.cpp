@@ -39,11 +39,8 @@ DType toDType(at::ScalarType st, const char* op) {
 
 void checkTensor(const at::Tensor& t, const char* op) {
   TORCH_CHECK_VALUE(t.defined(), "distx ", op, ": got an undefined tensor");
-  TORCH_CHECK_VALUE(!t.device().is_cuda(), "distx ", op,
-                    ": CUDA tensors are not supported yet; use backend=\"cpu:distx,cuda:nccl\" "
-                    "or move the tensor to the CPU");
-  TORCH_CHECK_VALUE(t.device().is_cpu(), "distx ", op, ": tensors must be on the CPU, got one on ",
-                    t.device());
+  TORCH_CHECK_VALUE(t.device().is_cpu() || t.device().is_cuda(), "distx ", op,
+                    ": tensors must be on the CPU or CUDA, got one on ", t.device());
   TORCH_CHECK_VALUE(t.layout() == at::kStrided, "distx ", op,
                     ": only dense (strided) tensors are supported, got ", t.layout());
   toDType(t.scalar_type(), op);

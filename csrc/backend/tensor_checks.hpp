@@ -16,7 +16,8 @@ namespace distx {
 
 DType toDType(at::ScalarType st, const char* op);
 
-// Checks `t` can take part in `op` on this backend (CPU, strided, dtype known).
+// Checks `t` can take part in `op` (CPU or CUDA, strided, dtype known); which
+// device serves the call is Note [Device dispatch]'s business.
 void checkTensor(const at::Tensor& t, const char* op);
 
 // Checks a list holds exactly one tensor and returns it.
@@ -24,6 +25,12 @@ const at::Tensor& singleTensor(const std::vector<at::Tensor>& tensors, const cha
 
 // Checks every tensor of `ts` matches `ref`'s dtype (TypeError) and numel (ValueError).
 void checkSameTypeAndSize(const std::vector<at::Tensor>& ts, const at::Tensor& ref, const char* op);
+
+// Byte length of each of the P blocks of `t` split along dim 0 by `splits`
+// (empty: equal split), with ValueErrors for splits that do not fit
+// (collectives_alltoall.cpp).
+std::vector<size_t> blockBytes(const at::Tensor& t, const std::vector<int64_t>& splits, int P,
+                               const char* op, const char* which);
 
 struct ReduceSpec {
   ReduceOp op;

@@ -6,6 +6,9 @@
 #include "common/env.h"
 #include "common/topology.h"
 #include "transport/ucx/ucx_transport.h"
+#ifdef DISTX_WITH_CUDA
+#include "transport/nccl/nccl_comm.h"
+#endif
 
 namespace py = pybind11;
 
@@ -106,4 +109,20 @@ PYBIND11_MODULE(_C, m) {
       },
       "The DISTX_* environment variables: (name, default, help)");
   distx::initPsBindings(m);
+  m.attr("with_cuda") = py::bool_(
+#ifdef DISTX_WITH_CUDA
+      true
+#else
+      false
+#endif
+  );
+#ifdef DISTX_WITH_CUDA
+  // Note [Loading NCCL]
+  m.def("_set_nccl_library", &distx::nccl::setLibraryPath, py::arg("path"),
+        "Where to dlopen libnccl.so.2 from (before the first CUDA collective)");
+  m.def("nccl_version", &distx::nccl::version, "NCCL version loaded at run time (e.g. 22809)");
+  m.def("nccl_compiled_version", &distx::nccl::compiledVersion,
+        "NCCL_VERSION_CODE of the headers distx was built with");
+  m.def("nccl_library", &distx::nccl::loadedLibraryPath, "Path of the loaded libnccl");
+#endif
 }

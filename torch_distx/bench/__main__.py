@@ -8,6 +8,7 @@ import sys
 _BENCHMARKS = {
     "allreduce": "torch_distx.bench.allreduce",
     "compression": "torch_distx.bench.compression",
+    "gpu": "torch_distx.bench.gpu",
 }
 
 

@@ -1,0 +1,51 @@
+"""Device dispatch seen from a CPU-only build (Note [Device dispatch]): a tensor
+on neither CPU nor CUDA is refused with a ValueError naming its device, the
+build says whether it has CUDA, and tests/gpu reports every test as skipped
+with the reason instead of running nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distx_testing import run_ranks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _meta_tensor(rank: int, world_size: int) -> str:
+    import torch.distributed as dist
+
+    try:
+        dist.all_reduce(torch.empty(4, device="meta"))
+        return "no error"
+    except Exception as e:  # noqa: BLE001 - the type is checked
+        return f"{type(e).__name__}: {e}"
+
+
+def test_tensor_on_another_device_is_a_value_error():
+    msg = run_ranks(_meta_tensor, 1)[0]
+    assert msg.startswith("ValueError"), msg
+    assert "CPU or CUDA" in msg and "meta" in msg, msg
+
+
+def test_build_reports_cuda_support():
+    import torch_distx
+
+    assert torch_distx._C.with_cuda == (torch.version.cuda is not None and hasattr(torch_distx._C, "nccl_version"))
+
+
+@pytest.mark.skipif(torch.version.cuda is not None and torch.cuda.device_count() > 0,
+                    reason="a GPU is visible: make test-gpu runs the GPU tests for real")
+def test_gpu_suite_skips_with_a_reason_without_a_gpu():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/gpu", "-q", "-rs", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "no tests ran" not in out, out
+    assert " skipped" in out and "GPU test skipped:" in out, out
+    assert " passed" not in out and " failed" not in out, out
