@@ -64,6 +64,7 @@ struct CudaBackendDeps {
   int node = 0;
   int localRank = 0;
   int localSize = 1;
+  bool uniform = true;  // every host holds the same number of ranks
   // The CPU path (the owning ProcessGroupDistx): multi-host CUDA collectives
   // run on it over pinned host copies.
   c10d::Backend* host = nullptr;

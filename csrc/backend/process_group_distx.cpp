@@ -312,8 +312,11 @@ c10d::Backend& ProcessGroupDistx::cuda() {
                               std::chrono::milliseconds timeout, Job job) {
       return enqueue(type, opName, timeout, {}, std::move(job));
     };
-    deps.localRank = rank_;
-    deps.localSize = size_;
+    deps.numNodes = topology_.numNodes();  // Note [Multi-host CUDA]
+    deps.node = topology_.nodeOf(rank_);
+    deps.localRank = topology_.localRank(rank_);
+    deps.localSize = topology_.localSize(rank_);
+    deps.uniform = topology_.uniform();
     cuda_ = makeCudaBackend(std::move(deps));
   }
   return *cuda_;

@@ -11,17 +11,6 @@
 namespace distx {
 namespace {
 
-// NCCL's ReduceOp for `dtype` (TypeError when NCCL has none), after the CPU
-// path's own checks.
-ReduceSpec ncclSpec(const c10d::ReduceOp& op, at::ScalarType dtype, const char* opName) {
-  const ReduceSpec spec = toReduceOp(op, dtype, opName);
-  const DType dt = toDType(dtype, opName);
-  TORCH_CHECK_TYPE(nccl::reduceSupported(dt, spec.op), "distx ", opName, ": ReduceOp.",
-                   reduceOpName(spec.op), " on ", dtype,
-                   " CUDA tensors is not supported by NCCL (move the tensor to the CPU)");
-  return spec;
-}
-
 size_t count(const at::Tensor& t) {
   return static_cast<size_t>(t.numel());
 }
@@ -32,8 +21,18 @@ DType dtypeOf(const at::Tensor& t) {
 
 }  // namespace
 
+ReduceSpec ncclReduceSpec(const c10d::ReduceOp& op, at::ScalarType dtype, const char* opName) {
+  const ReduceSpec spec = toReduceOp(op, dtype, opName);
+  const DType dt = toDType(dtype, opName);
+  TORCH_CHECK_TYPE(nccl::reduceSupported(dt, spec.op), "distx ", opName, ": ReduceOp.",
+                   reduceOpName(spec.op), " on ", dtype,
+                   " CUDA tensors is not supported by NCCL (move the tensor to the CPU)");
+  return spec;
+}
+
 c10::intrusive_ptr<c10d::Work> CudaBackend::allreduce(std::vector<at::Tensor>& tensors,
                                                       const c10d::AllreduceOptions& opts) {
+  if (multiHost() && deps_.uniform) return allreduceMultiHost(tensors, opts);
   if (multiHost())
     return staged(c10d::OpType::ALLREDUCE, "all_reduce", {}, tensors, [&](const HostMirror& h) {
       auto v = mirrorAll(h, tensors);
@@ -41,7 +40,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::allreduce(std::vector<at::Tensor>& t
     });
   const char* op = "all_reduce";
   const at::Tensor& t = singleTensor(tensors, op);
-  const ReduceSpec spec = ncclSpec(opts.reduceOp, t.scalar_type(), op);
+  const ReduceSpec spec = ncclReduceSpec(opts.reduceOp, t.scalar_type(), op);
   return launch(c10d::OpType::ALLREDUCE, op, opts.timeout, {}, {t},
                 [t, spec](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
                   Contig c(t);
@@ -68,7 +67,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::allreduce_coalesced(
                      ": all tensors must have one dtype, got ", t.scalar_type(), " and ",
                      tensors[0].scalar_type());
   }
-  const ReduceSpec spec = ncclSpec(opts.reduceOp, tensors[0].scalar_type(), op);
+  const ReduceSpec spec = ncclReduceSpec(opts.reduceOp, tensors[0].scalar_type(), op);
   const std::vector<at::Tensor> ts = tensors;
   return launch(c10d::OpType::ALLREDUCE_COALESCED, op, opts.timeout, {}, ts,
                 [ts, spec](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
@@ -121,7 +120,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::reduce(std::vector<at::Tensor>& tens
   TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < size_, "distx ", op, ": root rank ",
                     opts.rootRank, " is outside 0..", size_ - 1);
   TORCH_CHECK_VALUE(opts.rootTensor == 0, "distx ", op, ": rootTensor must be 0");
-  const ReduceSpec spec = ncclSpec(opts.reduceOp, t.scalar_type(), op);
+  const ReduceSpec spec = ncclReduceSpec(opts.reduceOp, t.scalar_type(), op);
   const int root = static_cast<int>(opts.rootRank);
   const bool isRoot = rank_ == root;
   return launch(c10d::OpType::REDUCE, op, opts.timeout, {}, {t},
@@ -301,7 +300,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::_reduce_scatter_base(
   TORCH_CHECK_VALUE(input.numel() == output.numel() * size_, "distx ", op, ": input has ",
                     input.numel(),
                     " elements, expected world size x output = ", output.numel() * size_);
-  const ReduceSpec spec = ncclSpec(opts.reduceOp, input.scalar_type(), op);
+  const ReduceSpec spec = ncclReduceSpec(opts.reduceOp, input.scalar_type(), op);
   const at::Tensor in = input, out = output;
   return launch(c10d::OpType::_REDUCE_SCATTER_BASE, op, opts.timeout, {in}, {out},
                 [in, out, spec](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
@@ -332,7 +331,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::reduce_scatter(
                     ": the input list has ", inputs[0].size(), " tensors but the group has ", size_,
                     " ranks");
   checkSameTypeAndSize(inputs[0], out, op);
-  const ReduceSpec spec = ncclSpec(opts.reduceOp, out.scalar_type(), op);
+  const ReduceSpec spec = ncclReduceSpec(opts.reduceOp, out.scalar_type(), op);
   const auto ins = inputs[0];
   return launch(c10d::OpType::REDUCE_SCATTER, op, opts.timeout, ins, {out},
                 [ins, out, spec](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
@@ -371,7 +370,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::reduce_scatter_tensor_coalesced(
     TORCH_CHECK_VALUE(inputs[i].numel() == outputs[i].numel() * size_, "distx ", op, ": input ", i,
                       " has ", inputs[i].numel(),
                       " elements, expected world size x output = ", outputs[i].numel() * size_);
-    specs.push_back(ncclSpec(opts.reduceOp, inputs[i].scalar_type(), op));
+    specs.push_back(ncclReduceSpec(opts.reduceOp, inputs[i].scalar_type(), op));
   }
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
   // One NCCL group: a reduce-scatter per pair, fused into one launch.

@@ -138,6 +138,15 @@ class CudaBackend final : public c10d::Backend {
   // mirrored outputs are copied back on the internal stream.
   using HostCall = std::function<c10::intrusive_ptr<c10d::Work>(const HostMirror& mirror)>;
   bool multiHost() const { return deps_.numNodes > 1; }
+
+  // allreduce_hierarchical_cuda.cpp (Note [Multi-host CUDA]): the all-reduce
+  // of a multi-host group with the same number of ranks on every host.
+  c10::intrusive_ptr<c10d::Work> allreduceMultiHost(std::vector<at::Tensor>& tensors,
+                                                    const c10d::AllreduceOptions& opts);
+  void runHierarchicalAllreduce(CollectiveContext& ctx, nccl::Comm& comm, nccl::Stream stream,
+                                const at::Tensor& t, const ReduceSpec& spec);
+  // The inter-node stage over UCX, host-staged, in place on `shard`.
+  void railStage(CollectiveContext& rail, at::Tensor& shard, ReduceOp op);
   c10::intrusive_ptr<c10d::Work> staged(c10d::OpType type, const char* opName,
                                         const std::vector<at::Tensor>& inputs,
                                         const std::vector<at::Tensor>& outputs,
@@ -167,9 +176,12 @@ class CudaBackend final : public c10d::Backend {
   // The last op queued on the group's worker (Note [Multi-host CUDA]): staged
   // ops wait until it has enqueued its CUDA work before reading their inputs.
   c10::intrusive_ptr<WorkCuda> lastOnWorker_;  // guarded by mu_
-  bool stopping_ = false;        // guarded by mu_
+  bool stopping_ = false;                      // guarded by mu_
   std::thread watchdog_;
 };
+
+// The CPU path's ReduceSpec, with TypeError where NCCL has no such reduction.
+ReduceSpec ncclReduceSpec(const c10d::ReduceOp& op, at::ScalarType dtype, const char* opName);
 
 // Checks that every tensor of an op is a dense CUDA tensor on one device and
 // returns that device (ValueError otherwise).
