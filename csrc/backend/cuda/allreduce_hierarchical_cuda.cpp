@@ -114,7 +114,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::allreduceMultiHost(std::vector<at::T
     lastOnWorker_ = work;
   }
   auto cpuWork =
-      deps_.enqueueHost(c10d::OpType::ALLREDUCE, op, opts.timeout, {},
+      deps_.enqueueHost(c10d::OpType::ALLREDUCE, op, opts.timeout,
                         [this, t, spec, device, work](CollectiveContext& ctx) {
                           const c10::cuda::CUDAGuard g(device);
                           DeviceState& st = deviceState(device, ctx.deadline, /*withComm=*/true);
