@@ -76,6 +76,18 @@ def find_nccl_include():
     )
 
 
+def cuda_wheel_includes():
+    """Include dirs of the CUDA wheels the CUDA build of torch depends on
+    (nvidia/cu13/include: cusparse.h, cublas_v2.h, ...), which torch's CUDA
+    headers include and a bare CUDA toolkit may lack. Passed as -isystem, so
+    they are searched after CUDA_HOME's own headers."""
+    try:
+        import nvidia  # namespace package
+    except ImportError:
+        return []
+    return [inc for root in nvidia.__path__ for inc in sorted(glob.glob(os.path.join(root, "cu*", "include")))]
+
+
 ucx = find_ucx()
 with_cuda = torch.version.cuda is not None and os.environ.get("DISTX_WITH_CUDA", "1") != "0"
 # Only the CUDA build compiles the CUDA half of the backend and the NCCL
@@ -90,6 +102,7 @@ nccl_include = [find_nccl_include()] if with_cuda else []
 
 define_macros = [("DISTX_WITH_CUDA", "1")] if with_cuda else []
 cxx_flags = ["-O3", "-Wall", "-Wno-unused-parameter", "-fvisibility=hidden"]
+wheel_includes = [f for inc in cuda_wheel_includes() for f in ("-isystem", inc)] if with_cuda else []
 Extension = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExtension
 ext = Extension(
     name="torch_distx._C",
@@ -98,7 +111,8 @@ ext = Extension(
     library_dirs=ucx["libdirs"],
     libraries=["ucp", "uct", "ucs", "ucm"] + (["dl"] if with_cuda else []),
     define_macros=define_macros,
-    extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]} if with_cuda else cxx_flags,
+    extra_compile_args=({"cxx": cxx_flags + wheel_includes, "nvcc": ["-O3"] + wheel_includes}
+                        if with_cuda else cxx_flags),
     extra_link_args=[f"-Wl,-rpath,{p}" for p in ucx["rpath"]],
 )
 
