@@ -18,6 +18,8 @@ def main() -> int:
     print(f"torch-distx {torch_distx.__version__}")
     print(f"  torch           {torch.__version__} (built against {_build_info.TORCH_VERSION})")
     print(f"  UCX             {torch_distx.ucx_version()} (build: {_build_info.UCX_SOURCE})")
+    cuda_mem = "yes" if _C.ucx_cuda_memory() else "no: CUDA tensors cross hosts via pinned host memory"
+    print(f"  UCX CUDA memory {cuda_mem}")
     print(f"  CUDA sources    {'compiled' if _build_info.WITH_CUDA else 'not compiled (CPU torch)'}")
     print(f"  python          {sys.version.split()[0]}")
     host = torch_distx.local_host()

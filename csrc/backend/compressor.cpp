@@ -49,7 +49,7 @@ bool Compressor::compresses(at::ScalarType dtype, const at::Device& device, int6
   if (!enabled()) return false;
   const bool floating = dtype == at::kFloat || (config_.method == compression::Method::kTopK &&
                                                 (dtype == at::kHalf || dtype == at::kBFloat16));
-  const bool ok = device.is_cpu() && floating && !preMul &&
+  const bool ok = (device.is_cpu() || device.is_cuda()) && floating && !preMul &&
                   (op == ReduceOp::kSum || op == ReduceOp::kAvg) &&
                   bytes >= static_cast<int64_t>(config_.minBytes);
   if (!ok) counters_.exactCalls.fetch_add(1, std::memory_order_relaxed);
@@ -71,6 +71,11 @@ compression::TensorState* Compressor::stateFor(BucketKey key) {
   auto& e = states_[key.ptr];
   e.lru = lru_.begin();
   return &e.state;
+}
+
+at::Tensor* Compressor::deviceResidual(BucketKey key) {
+  if (!stateFor(key)) return nullptr;
+  return &states_.at(key.ptr).device;
 }
 
 void Compressor::run(CollectiveContext& ctx, at::Tensor& buf, ReduceOp op, BucketKey key) {

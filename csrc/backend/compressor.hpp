@@ -4,7 +4,7 @@
 // creation (compression/config.h). c10d does not say which all-reduce is a
 // gradient bucket, so the gate below picks by op, dtype, layout and size:
 //   compressed  all_reduce / all_reduce_coalesced, op SUM or AVG (not
-//               PREMUL_SUM), dense CPU float32 (and float16/bfloat16 for
+//               PREMUL_SUM), dense CPU or CUDA float32 (and float16/bfloat16 for
 //               top-k: the 16-bit casts would send as many bytes as the
 //               tensor has), at least min_bytes, more than one rank;
 //   exact       everything else: broadcast, all-gather, reduce-scatter, p2p,
@@ -13,6 +13,9 @@
 // first tensor, element count): DDP's bucket buffers live across steps; a
 // bucket whose size changes at that address starts from a zero residual, and
 // the least recently used of more than kMaxStates are dropped.
+// CUDA tensors reach the gate only from a multi-host group's hierarchical
+// all-reduce (Note [GPU compression]): its inter-node stage runs the .cu
+// codecs, with the error-feedback residual kept on the device (deviceResidual).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -49,9 +52,16 @@ class Compressor {
 
   const CompressionCounters& counters() const { return counters_; }
 
+  // Worker thread, for the CUDA rail stage (Note [GPU compression]): the
+  // counters to update, the bucket's device residual (null without error
+  // feedback; an undefined tensor on first use, the caller sizes it), and the
+  // logging that follows every compressed all-reduce.
+  CompressionCounters& mutableCounters() { return counters_; }
+  at::Tensor* deviceResidual(BucketKey key);
+  void afterRun(const CollectiveContext& ctx);
+
  private:
   compression::TensorState* stateFor(BucketKey key);
-  void afterRun(const CollectiveContext& ctx);
 
   const compression::Config config_;
   const int rank_, size_;
@@ -62,6 +72,7 @@ class Compressor {
   static constexpr size_t kMaxStates = 256;
   struct Entry {
     compression::TensorState state;
+    at::Tensor device;  // the CUDA twin of state.residual
     std::list<uintptr_t>::iterator lru;
   };
   std::unordered_map<uintptr_t, Entry> states_;  // worker thread only

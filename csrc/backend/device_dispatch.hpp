@@ -25,6 +25,8 @@
 
 namespace distx {
 
+class Compressor;  // backend/compressor.hpp
+
 namespace detail {
 // Adds the devices of `t` (or of every tensor in the lists) to `seen`.
 void collectDevices(std::vector<c10::Device>& seen, const at::Tensor& t);
@@ -65,6 +67,9 @@ struct CudaBackendDeps {
   int localRank = 0;
   int localSize = 1;
   bool uniform = true;  // every host holds the same number of ranks
+  // The group's compression switch (Note [GPU compression]): consulted by the
+  // multi-host all-reduce; its stage runs on the worker (enqueueHost).
+  Compressor* compressor = nullptr;
   // The CPU path (the owning ProcessGroupDistx): multi-host CUDA collectives
   // run on it over pinned host copies.
   c10d::Backend* host = nullptr;

@@ -41,6 +41,7 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
       chunkBytes_([] {
         try {
           env::logLevel();
+          env::ucxCuda();  // validated here, used by the CUDA path (Note [CUDA-aware rail])
           return env::chunkBytes();
         } catch (const Error& e) {
           TORCH_CHECK_VALUE(false, e.what());
@@ -308,6 +309,7 @@ c10d::Backend& ProcessGroupDistx::cuda() {
       return ++seq_;
     };
     deps.host = this;
+    deps.compressor = compressor_.get();
     deps.enqueueHost = [this](c10d::OpType type, const char* opName,
                               std::chrono::milliseconds timeout, Job job) {
       return enqueue(type, opName, timeout, {}, std::move(job));

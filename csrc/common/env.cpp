@@ -43,6 +43,9 @@ const std::vector<Var>& all() {
        "inter: across hosts compress only the inter-node stage; all: compress the flat path"},
       {"DISTX_COMPRESS_LOG_EVERY", "0",
        "N > 0: an INFO line with the compression counters every N compressed all-reduces"},
+      {"DISTX_UCX_CUDA", "auto",
+       "CUDA tensors across hosts: auto hands device memory to UCX where every rank's UCX "
+       "supports it (else pinned host staging) | 0 always stage | 1 require CUDA-aware UCX"},
   };
   return vars;
 }
@@ -98,6 +101,14 @@ long long spinMicros() {
 
 bool livenessEnabled() {
   return flag("DISTX_LIVENESS", "1");
+}
+
+int ucxCuda() {
+  const std::string v = get("DISTX_UCX_CUDA", "auto");
+  if (v == "auto") return -1;
+  if (v == "0") return 0;
+  if (v == "1") return 1;
+  throw InvalidArgument("DISTX_UCX_CUDA must be auto, 0 or 1; got '" + v + "'");
 }
 
 std::optional<std::string> raw(const char* name) {

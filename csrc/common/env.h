@@ -39,6 +39,12 @@ long long spinMicros();
 // DISTX_LIVENESS=0 turns off the dead-peer detector (default on).
 bool livenessEnabled();
 
+// DISTX_UCX_CUDA: auto (-1, default) | 0 | 1. Whether the inter-node stage of
+// a multi-host CUDA all-reduce hands device memory to UCX (Note [CUDA-aware
+// rail]): -1 where every rank's UCX supports CUDA memory, 0 never (pinned host
+// staging), 1 required (an error otherwise).
+int ucxCuda();
+
 // The raw value of a variable of the table, nullopt when unset or empty. The
 // compression switch (DISTX_COMPRESS, DISTX_COMPRESS_EF, DISTX_COMPRESS_MIN_BYTES,
 // DISTX_COMPRESS_SCOPE, DISTX_COMPRESS_LOG_EVERY) is read this way and validated,

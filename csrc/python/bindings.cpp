@@ -5,6 +5,7 @@
 #include "backend/process_group_distx.hpp"
 #include "common/env.h"
 #include "common/topology.h"
+#include "transport/ucx/ucx_memory.h"
 #include "transport/ucx/ucx_transport.h"
 #ifdef DISTX_WITH_CUDA
 #include "transport/nccl/nccl_comm.h"
@@ -99,6 +100,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("backend"), "Counters of a distx group's compressed all-reduces");
   m.def("ucx_version", &distx::ucx::UcxTransport::version, "UCX version loaded at run time");
+  m.def("ucx_cuda_memory", &distx::ucx::cudaMemorySupported,
+        "Whether the loaded UCX takes CUDA device memory (Note [CUDA-aware rail])");
   m.def(
       "env_vars",
       [] {

@@ -110,24 +110,30 @@ def _ddp(rank: int, world_size: int, steps: int) -> dict:
         ref_opt.step()
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     flat_ref = torch.cat([p.detach().reshape(-1) for p in ref.parameters()])
+    import torch_distx
+
     return {"params": flat.cpu(), "max_diff": float((flat - flat_ref).abs().max()),
-            "scale": float(flat_ref.abs().max())}
+            "scale": float(flat_ref.abs().max()), "stats": torch_distx.compression_stats()}
 
 
-_NOT_YET = pytest.mark.skip(reason="the compression switch does not apply to CUDA tensors yet (GPU codecs on the rail: not done)")
-
-
+@pytest.mark.parametrize("rail", ["auto", "0"])
 @pytest.mark.parametrize("compress,tol", [
     ("", 1e-5),
-    pytest.param("fp16", 2e-3, marks=_NOT_YET),
-    pytest.param("bf16", 2e-2, marks=_NOT_YET),
-    pytest.param("topk:0.3", None, marks=_NOT_YET),
+    ("fp16", 2e-3),
+    ("bf16", 2e-2),
+    ("topk:0.3", None),
 ])
-def test_ddp_two_hosts(compress, tol):
-    env = {"DISTX_COMPRESS": compress, "DISTX_COMPRESS_MIN_BYTES": "1024"} if compress else {}
+def test_ddp_two_hosts(compress, tol, rail):
+    """Each compression switch value (Note [GPU compression]), with the rail
+    direct where UCX takes CUDA memory (auto) and always staged (0)."""
+    env = {"DISTX_UCX_CUDA": rail}
+    if compress:
+        env |= {"DISTX_COMPRESS": compress, "DISTX_COMPRESS_MIN_BYTES": "1024"}
     r0, r1 = run_ranks(_ddp, 2, 3, backend=None, env=env, timeout=300)
     # Replicas stay bit-identical whatever the codec.
     assert r0["params"].equal(r1["params"])
+    calls = r0["stats"]["calls"]
+    assert (calls > 0) if compress else (calls == 0), r0["stats"]
     if tol is not None:
         assert r0["max_diff"] <= tol * max(1.0, r0["scale"])
 

@@ -31,3 +31,22 @@ def test_gpu_suite_skips_with_a_reason_without_a_gpu():
     assert "no tests ran" not in out, out
     assert " skipped" in out and "GPU test skipped:" in out, out
     assert " passed" not in out and " failed" not in out, out
+
+
+def test_ucx_cuda_memory_capability_is_reported():
+    """Note [CUDA-aware rail]: whether the loaded UCX takes CUDA memory is a
+    capability UCX itself reports (ucp_context_query); info prints it. Debian's
+    libucx (pkg-config) is built without CUDA, so it must say no."""
+    import torch_distx
+    from torch_distx import _build_info
+
+    supported = torch_distx._C.ucx_cuda_memory()
+    assert isinstance(supported, bool)
+    assert supported == torch_distx._C.ucx_cuda_memory()  # cached, stable
+    if _build_info.UCX_SOURCE.startswith("pkg-config"):
+        assert not supported
+    proc = subprocess.run([sys.executable, "-m", "torch_distx.info"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"UCX CUDA memory {'yes' if supported else 'no'}" in proc.stdout, proc.stdout
+    assert "DISTX_UCX_CUDA" in proc.stdout, proc.stdout

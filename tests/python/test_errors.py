@@ -260,7 +260,8 @@ def _init_with_env(rank: int, ws: int) -> None:
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("var,value", [("DISTX_CHUNK_BYTES", "12"), ("DISTX_CHUNK_BYTES", "lots"),
-                                       ("DISTX_ALGO", "no-such-algorithm"), ("DISTX_LOG_LEVEL", "chatty")])
+                                       ("DISTX_ALGO", "no-such-algorithm"), ("DISTX_LOG_LEVEL", "chatty"),
+                                       ("DISTX_UCX_CUDA", "yes")])
 def test_bad_setting_raises_value_error_at_init(var: str, value: str) -> None:
     results = run_ranks_raw(_init_with_env, 2, backend=None, env={var: value}, timeout=60)
     for r in results:

@@ -5,9 +5,12 @@
 //   1. intra   NCCL reduce-scatter over the host's communicator: local rank l
 //              owns shard l (n/g elements, the tensor zero-padded to g shards);
 //   2. inter   the shards of local rank l on every host form rail l; they are
-//              all-reduced over UCX on a context narrowed to the rail (the flat
-//              size rules of select.cpp), through a pinned host copy (UCX
-//              without CUDA support cannot read device memory);
+//              all-reduced over UCX on a context narrowed to the rail: through
+//              a pinned host copy with the flat size rules of select.cpp, or,
+//              where every rank's UCX takes CUDA memory, straight from device
+//              memory with the reduction on the GPU (Note [CUDA-aware rail]);
+//              with the group's compression switch on, the CUDA codecs
+//              compress this stage only (Note [GPU compression]);
 //   3. intra   NCCL all-gather of the shards back into the whole tensor.
 // AVG runs as SUM and divides once at the end (integer AVG truncates, as the
 // CPU path). PREMUL_SUM scales before stage 1.
@@ -25,9 +28,15 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/util/Exception.h>
 
+#include <mutex>
+
 #include "backend/contig.hpp"
 #include "backend/cuda/cuda_backend.hpp"
+#include "backend/cuda/rail_cuda.hpp"
 #include "backend/work.hpp"
+#include "common/env.h"
+#include "common/logging.h"
+#include "transport/ucx/ucx_memory.h"
 
 namespace distx {
 namespace {
@@ -38,9 +47,33 @@ constexpr uint32_t kRailPhase = 1;
 
 }  // namespace
 
+bool CudaBackend::railDirect(CollectiveContext& ctx) {
+  if (railDirect_ >= 0) return railDirect_ == 1;
+  const int mode = env::ucxCuda();  // -1 auto, 0 staged, 1 direct required
+  const bool capable = ucx::cudaMemorySupported();
+  int32_t vote = mode != 0 && capable ? 1 : 0;
+  defaultRailAllreduce(ctx, &vote, 1, DType::kInt32, ReduceOp::kMin);  // phase 0: no stage uses it
+  // Every op re-votes (and raises) while DISTX_UCX_CUDA=1 cannot be honoured.
+  DISTX_CHECK(mode != 1 || vote == 1, InvalidArgument, "DISTX_UCX_CUDA=1: ",
+              capable ? "the UCX of another rank of the group" : "this process's UCX",
+              " cannot take CUDA memory; unset it to stage through pinned host memory");
+  railDirect_ = vote;
+  static std::once_flag logged;
+  std::call_once(logged, [&] {
+    DISTX_LOG(LogLevel::kInfo, prefix("all_reduce", ctx.seq),
+              vote ? "inter-node stage: CUDA memory straight to UCX (CUDA-aware UCX on every rank)"
+                   : detail::concat("inter-node stage: staged through pinned host memory (",
+                                    mode == 0  ? "DISTX_UCX_CUDA=0"
+                                    : !capable ? "this UCX has no CUDA memory support"
+                                               : "another rank's UCX has no CUDA memory support",
+                                    "); logged once"));
+  });
+  return vote == 1;
+}
+
 void CudaBackend::runHierarchicalAllreduce(CollectiveContext& ctx, nccl::Comm& comm,
                                            nccl::Stream stream, const at::Tensor& t,
-                                           const ReduceSpec& spec) {
+                                           const ReduceSpec& spec, bool compress, BucketKey key) {
   const Topology topo = contextTopology(ctx);
   const int me = ctx.rank();
   const int g = topo.localSize(me);
@@ -60,7 +93,7 @@ void CudaBackend::runHierarchicalAllreduce(CollectiveContext& ctx, nccl::Comm& c
                        stream, ctx.deadline);
   }
   CollectiveContext rail = ctx.narrow(topo.rail(topo.localRank(me)), kRailPhase);
-  railStage(rail, mine, op);
+  railStage(rail, mine, op, compress, key);
   if (g > 1 && shard > 0) {
     comm.allGather(mine.data_ptr(), padded.data_ptr(), static_cast<size_t>(shard), dt, stream,
                    ctx.deadline);
@@ -76,14 +109,37 @@ void CudaBackend::runHierarchicalAllreduce(CollectiveContext& ctx, nccl::Comm& c
   c.writeBack();
 }
 
-void CudaBackend::railStage(CollectiveContext& rail, at::Tensor& shard, ReduceOp op) {
-  // Pinned host copy: the device-to-host copy waits for stage 1 on the
-  // internal stream (current here) and completes before UCX reads the buffer.
-  at::Tensor host = at::empty(shard.sizes(), shard.options().device(at::kCPU).pinned_memory(true));
-  host.copy_(shard);
-  defaultRailAllreduce(rail, host.data_ptr(), static_cast<size_t>(host.numel()),
-                       toDType(host.scalar_type(), "all_reduce"), op);
-  shard.copy_(host, /*non_blocking=*/true);
+void CudaBackend::railStage(CollectiveContext& rail, at::Tensor& shard, ReduceOp op, bool compress,
+                            BucketKey key) {
+  const RailWire wire(railDirect_ == 1, c10::cuda::getCurrentCUDAStream(shard.device().index()));
+  const DenseRailFn dense = [&wire](CollectiveContext& c, at::Tensor& x, ReduceOp o) {
+    if (wire.direct()) {
+      railDenseDirect(c, x, o, wire);
+      return;
+    }
+    // Pinned host copy: the device-to-host copy waits for the earlier stages
+    // on the internal stream (current here) and completes before UCX reads.
+    at::Tensor host = wire.twin(x);
+    host.copy_(x);
+    defaultRailAllreduce(c, host.data_ptr(), static_cast<size_t>(host.numel()),
+                         toDType(host.scalar_type(), "all_reduce"), o);
+    x.copy_(host, /*non_blocking=*/true);
+  };
+  if (!compress) {
+    dense(rail, shard, op);
+    return;
+  }
+  Compressor& cp = *deps_.compressor;
+  const compression::Config& cfg = cp.config();
+  at::Tensor f = shard.scalar_type() == at::kFloat ? shard : shard.to(at::kFloat);
+  if (cfg.method == compression::Method::kTopK) {
+    railCompressedTopK(rail, f, op, cfg.ratio, cp.deviceResidual(key), cp.mutableCounters(), wire,
+                       dense);
+  } else {
+    railCompressedCast(rail, f, op, cfg.method == compression::Method::kBf16, cp.mutableCounters(),
+                       wire, dense);
+  }
+  if (!f.is_same(shard)) shard.copy_(f);
 }
 
 c10::intrusive_ptr<c10d::Work> CudaBackend::allreduceMultiHost(std::vector<at::Tensor>& tensors,
@@ -93,6 +149,12 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::allreduceMultiHost(std::vector<at::T
   const ReduceSpec spec = ncclReduceSpec(opts.reduceOp, t.scalar_type(), op);
   const c10::Device device = commonCudaDevice({t}, op);
   TORCH_CHECK(deps_.enqueueHost != nullptr, "distx ", op, ": no worker to run the stages on");
+  // Note [GPU compression]: the group switch's gate, on the caller's thread.
+  const bool compress =
+      deps_.compressor != nullptr &&
+      deps_.compressor->compresses(t.scalar_type(), t.device(), static_cast<int64_t>(t.nbytes()),
+                                   spec.op, spec.preMul);
+  const BucketKey key{reinterpret_cast<uintptr_t>(t.data_ptr()), t.numel()};
   {
     std::lock_guard<std::mutex> lock(mu_);
     TORCH_CHECK_WITH(DistBackendError, broken_.empty(), "distx ", op,
@@ -113,15 +175,17 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::allreduceMultiHost(std::vector<at::T
     std::lock_guard<std::mutex> lock(mu_);
     lastOnWorker_ = work;
   }
-  auto cpuWork =
-      deps_.enqueueHost(c10d::OpType::ALLREDUCE, op, opts.timeout,
-                        [this, t, spec, device, work](CollectiveContext& ctx) {
-                          const c10::cuda::CUDAGuard g(device);
-                          DeviceState& st = deviceState(device, ctx.deadline, /*withComm=*/true);
-                          const c10::cuda::CUDAStreamGuard sg(st.stream);
-                          runHierarchicalAllreduce(ctx, *st.comm, st.stream.stream(), t, spec);
-                          work->markEnqueued();
-                        });
+  auto cpuWork = deps_.enqueueHost(
+      c10d::OpType::ALLREDUCE, op, opts.timeout,
+      [this, t, spec, device, work, compress, key](CollectiveContext& ctx) {
+        const c10::cuda::CUDAGuard g(device);
+        DeviceState& st = deviceState(device, ctx.deadline, /*withComm=*/true);
+        const c10::cuda::CUDAStreamGuard sg(st.stream);
+        railDirect(ctx);
+        runHierarchicalAllreduce(ctx, *st.comm, st.stream.stream(), t, spec, compress, key);
+        if (compress) deps_.compressor->afterRun(ctx);
+        work->markEnqueued();
+      });
   // A job that fails (or is dropped by abort) fails the CUDA Work with the CPU
   // path's DistBackendError ("[distx rank r/P pg g all_reduce seq s] ...").
   cpuWork->getFuture()->addCallback([work](c10::ivalue::Future& f) {

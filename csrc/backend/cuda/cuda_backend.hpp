@@ -41,6 +41,7 @@
 #include <string>
 #include <thread>
 
+#include "backend/compressor.hpp"
 #include "backend/cuda/work_cuda.hpp"
 #include "backend/device_dispatch.hpp"
 #include "backend/tensor_checks.hpp"
@@ -143,10 +144,18 @@ class CudaBackend final : public c10d::Backend {
   // of a multi-host group with the same number of ranks on every host.
   c10::intrusive_ptr<c10d::Work> allreduceMultiHost(std::vector<at::Tensor>& tensors,
                                                     const c10d::AllreduceOptions& opts);
+  // compress: the group switch's gate said yes (Note [GPU compression]);
+  // key: the bucket's identity for the error-feedback residual.
   void runHierarchicalAllreduce(CollectiveContext& ctx, nccl::Comm& comm, nccl::Stream stream,
-                                const at::Tensor& t, const ReduceSpec& spec);
-  // The inter-node stage over UCX, host-staged, in place on `shard`.
-  void railStage(CollectiveContext& rail, at::Tensor& shard, ReduceOp op);
+                                const at::Tensor& t, const ReduceSpec& spec, bool compress,
+                                BucketKey key);
+  // The inter-node stage over UCX, in place on `shard`: dense or compressed,
+  // direct or staged (Note [CUDA-aware rail]).
+  void railStage(CollectiveContext& rail, at::Tensor& shard, ReduceOp op, bool compress,
+                 BucketKey key);
+  // Worker thread: whether the rail hands device pointers to UCX, agreed by
+  // every rank of the group at the first multi-host all-reduce (on ctx).
+  bool railDirect(CollectiveContext& ctx);
   c10::intrusive_ptr<c10d::Work> staged(c10d::OpType type, const char* opName,
                                         const std::vector<at::Tensor>& inputs,
                                         const std::vector<at::Tensor>& outputs,
@@ -177,6 +186,7 @@ class CudaBackend final : public c10d::Backend {
   // ops wait until it has enqueued its CUDA work before reading their inputs.
   c10::intrusive_ptr<WorkCuda> lastOnWorker_;  // guarded by mu_
   bool stopping_ = false;                      // guarded by mu_
+  int railDirect_ = -1;                        // worker thread only: -1 not agreed yet, else 0 / 1
   std::thread watchdog_;
 };
 
