@@ -162,7 +162,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   uint32_t pgTag_ = 0;  // the transport's group id (Note [Tag layout])
   const size_t chunkBytes_;
   std::atomic<std::chrono::milliseconds> timeout_;  // set_timeout() may run on any thread
-  c10::intrusive_ptr<c10d::Store> store_;  // the group's store, scoped to its incarnation
+  c10::intrusive_ptr<c10d::Store> store_;           // the group's store, scoped to its incarnation
   std::unique_ptr<StoreBootstrap> bootstrap_;
   std::unique_ptr<ucx::UcxTransport> transport_;
   std::unique_ptr<LivenessRing> liveness_;
@@ -174,7 +174,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   std::vector<HostInfo> hosts_;
   std::vector<std::string> topologyNotes_;
   std::unique_ptr<Compressor> compressor_;  // Note [Compression switch]
-  struct Parked {  // Note [Parked buffers]
+  struct Parked {                           // Note [Parked buffers]
     Job job;
     JobArena arena;
     std::vector<uint8_t> scratch;
