@@ -18,7 +18,6 @@ constexpr auto kCloseDeadline = std::chrono::seconds(2);
 
 std::mutex gMu;
 std::map<std::string, std::weak_ptr<Runtime>> gRuntimes;  // guarded by gMu
-std::atomic<int> gLive{0};
 
 }  // namespace
 
@@ -28,10 +27,6 @@ std::shared_ptr<Runtime> Runtime::acquire(const std::string& key) {
   std::shared_ptr<Runtime> rt(new Runtime());
   gRuntimes[key] = rt;
   return rt;
-}
-
-int Runtime::liveCount() {
-  return gLive.load();
 }
 
 namespace {
@@ -70,7 +65,6 @@ Runtime::Runtime() {
     throw;
   }
   progressThread_ = std::thread([this] { progressLoop(); });
-  gLive.fetch_add(1);
 }
 
 bool Runtime::closeEndpoints(Side& side) {
@@ -108,7 +102,6 @@ Runtime::~Runtime() {
   // is left open, and then so are the worker and context: destroying them
   // would make UCX walk the half-done protocol state. The process usually
   // exits next.
-  gLive.fetch_sub(1);
   for (Side* side : {&local_, &net_}) {
     if (closeEndpoints(*side)) {
       side->worker.reset();

@@ -1,9 +1,9 @@
 // Note [Shared UCX runtime]
-// One UCP context, one MULTI-mode worker and one progress thread per process,
-// shared by every distx process group (DESIGN.md "Process groups"): DeviceMesh,
-// HSDP and libraries create many groups, and a context + worker + thread set
-// per group cost ~3 threads and ~15 fds each. The runtime is created by the
-// first group and destroyed when the last one lets go of it.
+// One runtime per process (its two UCP contexts and MULTI-mode workers, Note
+// [Network worker], and one progress thread), shared by every distx process group (DESIGN.md
+// "Process groups"): DeviceMesh, HSDP and libraries create many groups, and a context + worker +
+// thread set per group cost ~3 threads and ~15 fds each. The runtime is created by the first group
+// and destroyed when the last one lets go of it.
 //
 // What a group still owns: its endpoints' use (endpoints are cached here per
 // remote worker address, so groups between the same processes share them), its
@@ -60,8 +60,6 @@ class Runtime {
   // runtime: only tests use it, to run ranks as threads of one process each
   // with its own worker (tests/cpp/ucx); groups always use the default "".
   static std::shared_ptr<Runtime> acquire(const std::string& key = "");
-  // Live runtimes in this process (0 or 1 outside tests; teardown tests use it).
-  static int liveCount();
   ~Runtime();
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
