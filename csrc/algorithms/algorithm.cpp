@@ -14,7 +14,15 @@ CollectiveContext CollectiveContext::narrow(const std::vector<int>& ranks,
               "narrow: phase ", newPhase, " must be in 1..", tag::kMaxPhases - 1,
               " and differ from the parent's ", phase);
   CollectiveContext c = *this;  // pg, seq, deadline, chunkBytes, kind, stageScratch
-  c.topology = nullptr;         // the group's map does not describe the subset
+  if (localChunkBytes && topology && !ranks.empty()) {  // Note [Chunk size]
+    bool oneHost = true;
+    for (int r : ranks)
+      oneHost = oneHost && r >= 0 && r < size() &&
+                topology->nodeOf(groupRank(r)) == topology->nodeOf(groupRank(ranks[0]));
+    if (oneHost) c.chunkBytes = localChunkBytes;
+  }
+  c.topology = nullptr;  // the group's map does not describe the subset
+  c.staging = nullptr;   // the group's, not the subset's
   c.members.clear();
   c.subRank = -1;
   c.scratch =

@@ -18,6 +18,8 @@
 
 namespace distx {
 
+class SharedStaging;  // shared_staging.h
+
 // Note [Narrowed context]
 // narrow(members, phase) gives a context over a subset of this one's ranks (a
 // node, a rail, the node leaders): rank() and size() become the position in
@@ -29,12 +31,35 @@ namespace distx {
 // from stageScratch) so a stage never overwrites data its caller keeps there.
 // Rule for hierarchical algorithms: within one collective, two stages that can
 // exchange messages between the same pair of ranks use different phases.
+// Note [Chunk size]
+// The ring-style algorithms pipeline in chunks of chunkBytes, one message
+// each: small chunks overlap transfer and reduction finely but pay one
+// rendezvous handshake per chunk, which the peer only answers when it next
+// progresses (often after its own reduction of the previous chunk). Between
+// ranks of one host (shared memory, a CMA copy per message) the handshakes
+// cost more than the overlap buys below a few MiB: 2 ranks on the 2-core VM,
+// barrier-separated, 32 MiB took 13.3 ms with 256 KiB chunks and 9.2 ms with
+// 2 MiB; 64 MiB 28 -> 23 ms; 4 ranks, 64 MiB 73 -> 63 ms; 1, 4 or 16 MiB
+// chunks were no better than 2 MiB (benchmarks/allreduce.py). Across hosts a
+// chunk is what the TCP stream pipelines (sent eager, Note [Network worker]),
+// and 256 KiB keeps the link busy while the previous chunk is reduced.
+// So unless DISTX_CHUNK_BYTES sets one size for every context, a context
+// whose ranks share one host uses kLocalChunkBytes and one that spans hosts
+// kNetChunkBytes; narrow() applies the rule to each stage, so the intra-node
+// stages of a hierarchical collective get the local chunk. Every rank holds
+// the same topology, so every rank cuts the same chunks.
+constexpr size_t kLocalChunkBytes = 2 * 1024 * 1024;
+constexpr size_t kNetChunkBytes = 256 * 1024;
+
 struct CollectiveContext {
   Transport& transport;
   uint32_t pg = 0;
   uint32_t seq = 0;
   Deadline deadline;
-  size_t chunkBytes = 256 * 1024;
+  size_t chunkBytes = kNetChunkBytes;
+  // The chunk narrow() gives a subset on one host (Note [Chunk size]); 0 keeps
+  // chunkBytes for every subset.
+  size_t localChunkBytes = 0;
   std::vector<uint8_t>* scratch = nullptr;  // reused across calls; may be null
   tag::Kind kind = tag::Kind::kCollective;  // kControl for the backend's own checks
   // The group's node map (Note [Topology]); null = unknown (flat algorithms
@@ -43,6 +68,9 @@ struct CollectiveContext {
   // One scratch buffer per phase for narrowed contexts (tag::kMaxPhases
   // entries); may be null (stages then allocate their own).
   std::vector<std::vector<uint8_t>>* stageScratch = nullptr;
+  // The group's shared-memory staging (Note [Shared staging]); may be null.
+  // Only the whole group's context has it: narrow() clears it.
+  SharedStaging* staging = nullptr;
 
   // Narrowing (empty members = every rank of the transport, phase 0).
   uint32_t phase = 0;
@@ -109,6 +137,10 @@ inline int mod(int a, int n) {
 
 // allreduce_ring.cpp: in place over data[count].
 void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op);
+
+// allreduce_shm.cpp: in place, through ctx.staging when the whole group is on
+// one host (Note [Shared staging]); the ring otherwise.
+void allreduceShm(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op);
 
 // allgather_ring.cpp: blocks[r] is rank r's block of blockBytes; this rank's
 // own block must already hold its input.

@@ -55,11 +55,16 @@ void leadersRail(CollectiveContext& ctx, void* data, size_t count, DType dt, Red
   allreduceLeaders(ctx, data, count, dt, op, rail);
 }
 
+// Above this size, ranks that all share one host reduce through shared
+// staging (Note [Shared staging]).
+constexpr size_t kShmMinBytes = 64 * 1024;
+
 const AllreduceChoice kRing{"ring", allreduceRing};
+const AllreduceChoice kShm{"shm", allreduceShm};
 const AllreduceChoice kRecursiveDoubling{"recursive_doubling", allreduceRecursiveDoubling};
 const AllreduceChoice kHierarchical{"hierarchical", hierarchicalFn, hierarchicalRail};
 const AllreduceChoice kLeaders{"leaders", leadersFn, leadersRail};
-const AllreduceChoice kAllreduce[] = {kRing, kRecursiveDoubling, kHierarchical, kLeaders};
+const AllreduceChoice kAllreduce[] = {kRing, kRecursiveDoubling, kShm, kHierarchical, kLeaders};
 
 int log2Floor(int p) {
   int k = 0;
@@ -100,6 +105,7 @@ AllreduceChoice selectAllreduce(size_t bytes, int worldSize, const std::string& 
 
 AllreduceChoice selectAllreduce(size_t bytes, const Topology& topo, const std::string& forced) {
   if (!forced.empty()) return *findForced(forced);
+  if (topo.numNodes() == 1 && topo.size() > 1 && bytes > kShmMinBytes) return kShm;
   if (topo.isFlat()) return selectFlatAllreduce(bytes, topo.size());
   if (!topo.uniform() || bytes <= kLeadersMaxBytes) return kLeaders;
   return kHierarchical;

@@ -85,7 +85,11 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
   }
   checkCompressionAgrees(config.compress);
   DISTX_LOG(LogLevel::kInfo, prefix("init", 0), "UCX ", ucx::UcxTransport::version(), ", chunk ",
-            chunkBytes_, " B, timeout ", timeout_.load().count(), " ms");
+            chunkBytes_
+                ? std::to_string(chunkBytes_) + " B"
+                : std::string("auto (") + std::to_string(kLocalChunkBytes) + " B on one host, " +
+                      std::to_string(kNetChunkBytes) + " B across hosts)",
+            ", timeout ", timeout_.load().count(), " ms");
   completions_ = std::make_unique<CompletionPool>();
   worker_ = std::thread([this] { workerLoop(); });
 }
@@ -225,9 +229,13 @@ void ProcessGroupDistx::run(Queued& q) {
   ctx.pg = pgTag_;
   ctx.seq = q.seq;
   ctx.deadline = std::min(Clock::now() + q.timeout, Deadline(drainBy_.load()));
-  ctx.chunkBytes = chunkBytes_;
+  // Note [Chunk size]: DISTX_CHUNK_BYTES, else by where the ranks are.
+  ctx.localChunkBytes = chunkBytes_ ? chunkBytes_ : kLocalChunkBytes;
+  ctx.chunkBytes =
+      chunkBytes_ ? chunkBytes_ : (topology_.numNodes() <= 1 ? kLocalChunkBytes : kNetChunkBytes);
   ctx.scratch = &scratch_;
   ctx.stageScratch = &stageScratch_;
+  ctx.staging = &staging_;
   ctx.topology = &topology_;
   std::exception_ptr error;
   try {

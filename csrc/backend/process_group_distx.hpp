@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "algorithms/algorithm.h"
+#include "algorithms/shared_staging.h"
 #include "backend/completion_pool.hpp"
 #include "backend/compressor.hpp"
 #include "backend/consistency_check.hpp"
@@ -159,8 +160,8 @@ class ProcessGroupDistx final : public c10d::Backend {
                                                  const c10d::AllreduceOptions& opts);
 
   const std::string groupName_;
-  uint32_t pgTag_ = 0;  // the transport's group id (Note [Tag layout])
-  const size_t chunkBytes_;
+  uint32_t pgTag_ = 0;       // the transport's group id (Note [Tag layout])
+  const size_t chunkBytes_;  // DISTX_CHUNK_BYTES; 0 = auto (Note [Chunk size])
   std::atomic<std::chrono::milliseconds> timeout_;  // set_timeout() may run on any thread
   c10::intrusive_ptr<c10d::Store> store_;           // the group's store, scoped to its incarnation
   std::unique_ptr<StoreBootstrap> bootstrap_;
@@ -170,6 +171,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   const bool debugChecks_;
   std::vector<uint8_t> scratch_;                    // worker thread only
   std::vector<std::vector<uint8_t>> stageScratch_;  // per tag phase; worker thread only
+  SharedStaging staging_;                           // Note [Shared staging]; worker thread only
   Topology topology_;
   std::vector<HostInfo> hosts_;
   std::vector<std::string> topologyNotes_;

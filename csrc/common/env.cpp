@@ -19,8 +19,9 @@ const std::vector<Var>& all() {
   static const std::vector<Var> vars = {
       {"DISTX_LOG_LEVEL", "warn",
        "error | warn | info | debug; every line is prefixed with rank and group"},
-      {"DISTX_CHUNK_BYTES", "262144",
-       "pipelining chunk of the ring algorithms, in bytes (>= 4096)"},
+      {"DISTX_CHUNK_BYTES", "auto",
+       "pipelining chunk of the ring algorithms, in bytes (>= 4096); auto = 2 MiB among "
+       "ranks of one host, 256 KiB across hosts"},
       {"DISTX_ALGO", "",
        "force an algorithm: ring | recursive_doubling (flat) or hierarchical | split_rail | "
        "leaders (empty = choose by message size and topology)"},
@@ -64,11 +65,13 @@ int logLevel() {
 }
 
 size_t chunkBytes() {
-  const std::string v = get("DISTX_CHUNK_BYTES", "262144");
+  const std::string v = get("DISTX_CHUNK_BYTES", "auto");
+  if (v == "auto") return 0;
   char* end = nullptr;
   const long long n = std::strtoll(v.c_str(), &end, 10);
   DISTX_CHECK(end && *end == '\0' && n >= 4096 && n <= (1ll << 30), InvalidArgument,
-              "DISTX_CHUNK_BYTES must be an integer between 4096 and 2^30; got '", v, "'");
+              "DISTX_CHUNK_BYTES must be 'auto' or an integer between 4096 and 2^30; got '", v,
+              "'");
   return static_cast<size_t>(n);
 }
 

@@ -22,7 +22,8 @@ const std::vector<Var>& all();
 // DISTX_LOG_LEVEL: error | warn | info | debug (default warn).
 int logLevel();
 
-// DISTX_CHUNK_BYTES: pipelining chunk of the ring algorithms (default 262144).
+// DISTX_CHUNK_BYTES: pipelining chunk of the ring algorithms; 0 for "auto",
+// the default (Note [Chunk size]).
 size_t chunkBytes();
 
 // DISTX_ALGO: force an all-reduce algorithm by name ("" = choose by size).

@@ -56,6 +56,10 @@ class Transport {
   // Fails every current and future wait with `reason` (abort/shutdown/peer death).
   virtual void abort(const std::string& reason) = 0;
 
+  // Throws what wait() would for a failed peer or an aborted transport, for
+  // waits that do not go through a request (Note [Shared staging]).
+  virtual void checkAlive(int peer, const std::string& what) = 0;
+
   // Payload bytes this rank has handed to send() (traffic accounting in tests
   // and benchmarks).
   uint64_t bytesSent() const { return bytesSent_.load(std::memory_order_relaxed); }

@@ -83,8 +83,10 @@ TEST(Env, ChunkBytesIsValidated) {
   EXPECT_THROW(env::chunkBytes(), InvalidArgument);
   setenv("DISTX_CHUNK_BYTES", "65536", 1);
   EXPECT_EQ(env::chunkBytes(), 65536u);
+  setenv("DISTX_CHUNK_BYTES", "auto", 1);
+  EXPECT_EQ(env::chunkBytes(), 0u);  // Note [Chunk size]
   unsetenv("DISTX_CHUNK_BYTES");
-  EXPECT_EQ(env::chunkBytes(), 262144u);
+  EXPECT_EQ(env::chunkBytes(), 0u);
 }
 
 }  // namespace

@@ -174,6 +174,25 @@ TEST(NarrowedContext, RingOnEveryNodeConcurrently) {
   (void)bytes;
 }
 
+// Note [Chunk size]: a subset on one host gets the local chunk, one that
+// spans hosts keeps the context's; localChunkBytes = 0 (DISTX_CHUNK_BYTES
+// set) keeps one size everywhere.
+TEST(NarrowedContext, ChunkSizeFollowsTheHost) {
+  auto fabric = std::make_shared<LocalFabric>(4);
+  auto t0 = fabric->transport(0);
+  Rank rk{0, 4, *t0};
+  const Topology topo = Topology::fromNodeSizes({2, 2});
+  auto ctx = rk.ctx(1);
+  ctx.topology = &topo;
+  ctx.chunkBytes = kNetChunkBytes;
+  ctx.localChunkBytes = kLocalChunkBytes;
+  EXPECT_EQ(ctx.narrow(topo.node(0), 1).chunkBytes, kLocalChunkBytes);
+  EXPECT_EQ(ctx.narrow(topo.rail(0), 2).chunkBytes, kNetChunkBytes);
+  EXPECT_EQ(ctx.narrow(topo.leaders(), 3).chunkBytes, kNetChunkBytes);
+  ctx.localChunkBytes = 0;
+  EXPECT_EQ(ctx.narrow(topo.node(0), 1).chunkBytes, kNetChunkBytes);
+}
+
 TEST(NarrowedContext, PermutedOrderAndErrorsNameGroupRanks) {
   auto fabric = std::make_shared<LocalFabric>(4);
   auto t0 = fabric->transport(0);

@@ -170,6 +170,15 @@ void LocalTransport::wait(Request& req, Deadline deadline, const std::string& wh
   }
 }
 
+void LocalTransport::checkAlive(int peer, const std::string& what) {
+  std::lock_guard<std::mutex> lock(fabric_->mu_);
+  if (!fabric_->aborted_[rank_].empty())
+    throw PeerFailure(fabric_->aborted_[rank_] + " (" + what + ")");
+  if (fabric_->dead_[rank_]) throw PeerFailure("local rank was killed (" + what + ")");
+  if (peer >= 0 && peer < static_cast<int>(fabric_->dead_.size()) && fabric_->dead_[peer])
+    throw PeerFailure(detail::concat("peer rank ", peer, " failed (", what, ")"));
+}
+
 void LocalTransport::abort(const std::string& reason) {
   std::lock_guard<std::mutex> lock(fabric_->mu_);
   fabric_->aborted_[rank_] = reason;

@@ -40,6 +40,7 @@ class LocalTransport final : public Transport {
   RequestPtr recv(int src, uint64_t tag, uint64_t mask, void* buf, size_t bytes) override;
   void wait(Request& req, Deadline deadline, const std::string& what) override;
   void abort(const std::string& reason) override;
+  void checkAlive(int peer, const std::string& what) override;
   // Payload bytes this rank has sent to `peer` (per-peer traffic accounting:
   // tests split a hierarchical algorithm's intra- and inter-node bytes).
   uint64_t bytesSentTo(int peer) const { return sentTo_[peer].load(std::memory_order_relaxed); }

@@ -406,6 +406,17 @@ void UcxTransport::wait(Request& req, Deadline deadline, const std::string& what
   }
 }
 
+void UcxTransport::checkAlive(int, const std::string& what) {
+  // Peer death reaches this transport as abort() (the liveness ring).
+  if (!aborted_.load(std::memory_order_acquire)) return;
+  std::string reason;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reason = abortReason_;
+  }
+  throw PeerFailure(reason + " (while waiting: " + what + ")");
+}
+
 void UcxTransport::abort(const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -55,6 +55,7 @@ class UcxTransport final : public Transport {
   RequestPtr recv(int src, uint64_t tag, uint64_t mask, void* buf, size_t bytes) override;
   void wait(Request& req, Deadline deadline, const std::string& what) override;
   void abort(const std::string& reason) override;
+  void checkAlive(int peer, const std::string& what) override;
 
   // Requests of this group that their owner gave up on (a failed collective)
   // and UCX still runs: their buffers must stay valid (Note [Parked buffers]).
