@@ -23,7 +23,7 @@ const std::vector<Var>& all() {
        "pipelining chunk of the ring algorithms, in bytes (>= 4096); auto = 2 MiB among "
        "ranks of one host, 256 KiB across hosts"},
       {"DISTX_ALGO", "",
-       "force an algorithm: ring | recursive_doubling (flat) or hierarchical | split_rail | "
+       "force an algorithm: ring | recursive_doubling | shm (flat) or hierarchical | split_rail | "
        "leaders (empty = choose by message size and topology)"},
       {"DISTX_HOSTID", "",
        "host identity for the topology (ranks with equal values share a node); default: "

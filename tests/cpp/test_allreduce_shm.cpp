@@ -1,0 +1,212 @@
+// The one-host all-reduce through shared staging (Note [Shared staging]) over
+// 2-5 thread ranks: exact results for every (dtype, op) pair against the
+// closed-form oracle, identical bytes on every rank, consecutive calls on one
+// staging, no bulk data through the transport, the ring where the group is
+// not on one host, and a missing or dead peer reported by name, after which
+// the staging refuses further calls instead of mixing blocks.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "algorithms/algorithm.h"
+#include "algorithms/shared_staging.h"
+#include "common/reduce.h"
+#include "harness.h"
+#include "reduce_oracle.h"
+
+namespace distx::testing {
+namespace {
+
+using Stagings = std::vector<std::unique_ptr<SharedStaging>>;
+
+Stagings makeStagings(int P, size_t slotBytes) {
+  Stagings s;
+  for (int r = 0; r < P; ++r)
+    s.push_back(std::make_unique<SharedStaging>(slotBytes));
+  return s;
+}
+
+// Runs one shm all-reduce of bufs on P ranks; returns the bytes each sent.
+std::vector<uint64_t> runShm(int P, std::vector<std::vector<uint8_t>>& bufs, size_t count, DType dt,
+                             ReduceOp op, Stagings& st, const Topology& topo, uint32_t seq,
+                             std::shared_ptr<LocalFabric> fabric = nullptr) {
+  return runRanks(
+      P,
+      [&](Rank& rk) {
+        auto ctx = rk.ctx(seq);
+        ctx.topology = &topo;
+        ctx.staging = st[rk.rank].get();
+        allreduceShm(ctx, bufs[rk.rank].data(), count, dt, op);
+      },
+      fabric);
+}
+
+void expectOracle(int P, const std::vector<std::vector<uint8_t>>& bufs, size_t count,
+                  const ReduceCase& c) {
+  const double tol = oracleTolerance(c.dt, c.op);
+  for (int r = 0; r < P; ++r) {
+    for (size_t i = 0; i < count; ++i) {
+      const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, bufs[r].data(), i);
+      ASSERT_NEAR(got, want, tol * std::abs(want))
+          << "P=" << P << " count=" << count << " " << c.name() << " rank " << r << " index " << i;
+    }
+    ASSERT_EQ(0, std::memcmp(bufs[r].data(), bufs[0].data(), count * dtypeSize(c.dt)))
+        << "ranks 0 and " << r << " differ, P=" << P << " " << c.name();
+  }
+}
+
+class ShmAllreduce : public ::testing::TestWithParam<int> {};
+
+// Small slots (256 B), so every count spans many blocks, partial last blocks
+// and empty sub-chunks; one staging per rank serves every case in turn.
+TEST_P(ShmAllreduce, EverySupportedDtypeAndOpExact) {
+  const int P = GetParam();
+  const Topology topo = Topology::fromNodeSizes({P});
+  auto st = makeStagings(P, 256);
+  uint32_t seq = 1;
+  for (const auto& c : supportedReduceCases()) {
+    for (size_t count : {size_t(1), size_t(P + 1), size_t(13), size_t(1031), size_t(5000)}) {
+      std::vector<std::vector<uint8_t>> bufs;
+      for (int r = 0; r < P; ++r)
+        bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+      const auto sent = runShm(P, bufs, count, c.dt, c.op, st, topo, seq++);
+      expectOracle(P, bufs, count, c);
+      // Only the set-up messages (first call) go through the transport.
+      for (int r = 0; r < P; ++r)
+        EXPECT_LE(sent[r], 2u * 64 * (P - 1)) << "rank " << r << " sent bulk data";
+    }
+  }
+  for (int r = 1; r < P; ++r)
+    EXPECT_EQ(st[r]->blocks(), st[0]->blocks());
+  EXPECT_GT(st[0]->blocks(), 100u);
+}
+
+TEST_P(ShmAllreduce, LargeTensorDefaultSlots) {
+  const int P = GetParam();
+  const Topology topo = Topology::fromNodeSizes({P});
+  auto st = makeStagings(P, SharedStaging::kDefaultSlotBytes);
+  const size_t n = (3u << 20) + 7;
+  uint32_t seq = 1;
+  for (const ReduceCase c :
+       {ReduceCase{DType::kFloat32, ReduceOp::kSum}, ReduceCase{DType::kBFloat16, ReduceOp::kAvg},
+        ReduceCase{DType::kInt64, ReduceOp::kMax}}) {
+    std::vector<std::vector<uint8_t>> bufs;
+    for (int r = 0; r < P; ++r)
+      bufs.push_back(oracleBuffer(c.dt, c.op, r, n));
+    runShm(P, bufs, n, c.dt, c.op, st, topo, seq++);
+    expectOracle(P, bufs, n, c);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, ShmAllreduce, ::testing::Values(2, 3, 4, 5),
+                         [](const auto& info) { return "P" + std::to_string(info.param); });
+
+// Not one host (or no staging): the ring, with its traffic, and the staging
+// is never set up.
+TEST(ShmAllreduceFallback, RingOffOneHostOrWithoutStaging) {
+  const int P = 4;
+  const size_t count = 1031;
+  const ReduceCase c{DType::kFloat32, ReduceOp::kSum};
+  const Topology two = Topology::fromNodeSizes({2, 2});
+  auto st = makeStagings(P, 256);
+  std::vector<std::vector<uint8_t>> bufs;
+  for (int r = 0; r < P; ++r)
+    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  const auto sent = runShm(P, bufs, count, c.dt, c.op, st, two, 1);
+  expectOracle(P, bufs, count, c);
+  for (int r = 0; r < P; ++r) {
+    EXPECT_GT(sent[r], count * 4 / 2) << "rank " << r << ": the ring should have sent the data";
+    EXPECT_EQ(st[r]->blocks(), 0u);
+  }
+  Stagings none(P);  // null stagings
+  const Topology one = Topology::fromNodeSizes({P});
+  bufs.clear();
+  for (int r = 0; r < P; ++r)
+    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  runShm(P, bufs, count, c.dt, c.op, none, one, 2);
+  expectOracle(P, bufs, count, c);
+}
+
+// A rank that never joins: the others time out naming it, well before the
+// test's limit, and the staging then refuses to run (its counters no longer
+// agree with the peer's).
+TEST(ShmAllreduceFailure, MissingRankTimesOutThenStagingRefuses) {
+  const int P = 3;
+  const Topology topo = Topology::fromNodeSizes({P});
+  auto st = makeStagings(P, 256);
+  auto fabric = std::make_shared<LocalFabric>(P);
+  std::vector<std::vector<float>> data(P, std::vector<float>(4000, 1.f));
+  runRanks(
+      P,
+      [&](Rank& rk) {  // set up, all present
+        auto ctx = rk.ctx(1);
+        ctx.topology = &topo;
+        ctx.staging = st[rk.rank].get();
+        allreduceShm(ctx, data[rk.rank].data(), 4000, DType::kFloat32, ReduceOp::kSum);
+      },
+      fabric);
+  EXPECT_EQ(data[0][17], 3.f);
+  const auto t0 = Clock::now();
+  std::vector<std::string> errors(P);
+  runRanks(
+      P,
+      [&](Rank& rk) {
+        if (rk.rank == 2) return;  // never joins
+        auto ctx = rk.ctx(2, std::chrono::milliseconds(300));
+        ctx.topology = &topo;
+        ctx.staging = st[rk.rank].get();
+        try {
+          allreduceShm(ctx, data[rk.rank].data(), 4000, DType::kFloat32, ReduceOp::kSum);
+        } catch (const Timeout& e) {
+          errors[rk.rank] = e.what();
+        }
+      },
+      fabric);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+  for (int r : {0, 1}) {
+    EXPECT_NE(errors[r].find("rank 2"), std::string::npos) << "rank " << r << ": " << errors[r];
+    auto t = fabric->transport(r);
+    auto ctx = Rank{r, P, *t}.ctx(3, std::chrono::milliseconds(300));
+    ctx.topology = &topo;
+    ctx.staging = st[r].get();
+    try {
+      allreduceShm(ctx, data[r].data(), 4000, DType::kFloat32, ReduceOp::kSum);
+      ADD_FAILURE() << "rank " << r << ": a failed staging ran again";
+    } catch (const PeerFailure& e) {
+      EXPECT_NE(std::string(e.what()).find("earlier failure"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// A peer that dies (the liveness ring's abort reaches the transport) fails
+// the wait at once with PeerFailure, not at the deadline.
+TEST(ShmAllreduceFailure, DeadPeerIsReportedBeforeTheDeadline) {
+  const int P = 2;
+  const Topology topo = Topology::fromNodeSizes({P});
+  auto st = makeStagings(P, 256);
+  auto fabric = std::make_shared<LocalFabric>(P);
+  std::vector<std::vector<float>> data(P, std::vector<float>(1000, 2.f));
+  runRanks(
+      P,
+      [&](Rank& rk) {
+        auto ctx = rk.ctx(1);
+        ctx.topology = &topo;
+        ctx.staging = st[rk.rank].get();
+        allreduceShm(ctx, data[rk.rank].data(), 1000, DType::kFloat32, ReduceOp::kSum);
+      },
+      fabric);
+  fabric->kill(1);
+  auto t = fabric->transport(0);
+  auto ctx = Rank{0, P, *t}.ctx(2, std::chrono::seconds(30));
+  ctx.topology = &topo;
+  ctx.staging = st[0].get();
+  const auto t0 = Clock::now();
+  EXPECT_THROW(allreduceShm(ctx, data[0].data(), 1000, DType::kFloat32, ReduceOp::kSum),
+               PeerFailure);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
+}
+
+}  // namespace
+}  // namespace distx::testing
