@@ -20,7 +20,8 @@ struct SharedStaging::Control {
   struct alignas(64) Line {
     std::atomic<uint64_t> value;
   };
-  Line counters[3];  // indexed by Counter, owner-written
+  Line counters[4];       // indexed by Counter, owner-written
+  alignas(64) Call call;  // written before counters[kCalls] is published
 };
 
 namespace {
@@ -40,14 +41,17 @@ std::string segmentName() {
   return detail::concat("/distx-", getpid(), "-", next.fetch_add(1));
 }
 
-const char* verb(SharedStaging::Counter c) {
+// What a wait on counter c is waiting for, e.g. "reduced block 5".
+const char* awaited(SharedStaging::Counter c) {
   switch (c) {
     case SharedStaging::kCopied:
-      return "stage";
+      return "staged block";
     case SharedStaging::kReduced:
-      return "reduce";
+      return "reduced block";
+    case SharedStaging::kCalls:
+      return "start of call";
     default:
-      return "collect";
+      return "collected block";
   }
 }
 
@@ -77,7 +81,9 @@ uint8_t* mapSegment(int fd, size_t bytes) {
 
 }  // namespace
 
-SharedStaging::SharedStaging(size_t slotBytes) : slotBytes_((slotBytes + 63) / 64 * 64) {}
+SharedStaging::SharedStaging(size_t slotBytes) : slotBytes_((slotBytes + 63) / 64 * 64) {
+  static_assert(sizeof(Control) <= kControlBytes, "control page overflow");
+}
 
 SharedStaging::~SharedStaging() {
   unmapAll();
@@ -122,8 +128,9 @@ void SharedStaging::waitPeers(CollectiveContext& ctx, Counter c, uint64_t value)
       // may need it (Note [Yielding spin]).
       std::this_thread::yield();
       if ((++iter & 255) != 0) continue;
-      const std::string what = detail::concat("shared-memory all-reduce: rank ", ctx.groupRank(j),
-                                              " to ", verb(c), " block ", value - 1);
+      // "... shared-memory all-reduce: reduced block 5 from rank 2"
+      const std::string what = detail::concat("shared-memory all-reduce: ", awaited(c), " ",
+                                              value - 1, " from rank ", ctx.groupRank(j));
       try {
         ctx.transport.checkAlive(ctx.groupRank(j), what);
         if (Clock::now() >= ctx.deadline) throw Timeout("Timed out waiting for " + what);
@@ -133,6 +140,16 @@ void SharedStaging::waitPeers(CollectiveContext& ctx, Counter c, uint64_t value)
       }
     }
   }
+}
+
+std::vector<SharedStaging::Call> SharedStaging::announce(CollectiveContext& ctx, const Call& mine) {
+  control(me_)->call = mine;
+  publish(kCalls, ++calls_);
+  waitPeers(ctx, kCalls, calls_);
+  std::vector<Call> all(size());
+  for (int j = 0; j < size(); ++j)
+    all[j] = control(j)->call;
+  return all;
 }
 
 bool SharedStaging::ready(CollectiveContext& ctx) {

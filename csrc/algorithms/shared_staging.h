@@ -17,7 +17,11 @@
 //    (`in`) and the owner's reduced sub-chunk (`out`);
 //  - the algorithm waits on the peers' counters in the mapped memory, never
 //    on UCX. Counters only grow (they count blocks over the group's life), so
-//    consecutive all-reduces need no reset, and every wait names the peer.
+//    consecutive all-reduces need no reset, and every wait names the peer;
+//  - each call first posts its identity (sequence number, count, dtype, op)
+//    and checks the peers' before touching a block: mismatched calls raise
+//    on every rank alike (InvalidArgument naming both sides) and leave the
+//    counters in step, where blocks of different calls would otherwise mix.
 // Setting up is collective and agreed: each rank reports whether it could
 // create and map the segments, and all ranks fall back to the ring together
 // if any could not (e.g. a full /dev/shm). After a failed wait (timeout, dead
@@ -59,8 +63,20 @@ class SharedStaging {
   size_t slotBytes() const { return slotBytes_; }
   int size() const { return static_cast<int>(segments_.size()); }
 
-  // Progress counters, in blocks since the group began.
-  enum Counter { kCopied = 0, kReduced = 1, kConsumed = 2 };
+  // Progress counters: kCalls in calls, the others in blocks since the
+  // group began.
+  enum Counter { kCopied = 0, kReduced = 1, kConsumed = 2, kCalls = 3 };
+  // What a call posts before its first block.
+  struct Call {
+    uint64_t seq = 0, count = 0;
+    uint32_t dtype = 0, op = 0;
+    bool operator==(const Call& o) const {
+      return seq == o.seq && count == o.count && dtype == o.dtype && op == o.op;
+    }
+  };
+  // Posts this rank's call, waits for every peer's, and returns them (this
+  // rank's included), indexed by rank.
+  std::vector<Call> announce(CollectiveContext& ctx, const Call& mine);
   // Block `global`'s slot of rank `owner`: the sub-chunk for rank j (in) and
   // the owner's reduced sub-chunk (out).
   uint8_t* in(int owner, uint64_t global, int j) const;
@@ -87,6 +103,7 @@ class SharedStaging {
   std::vector<uint8_t*> segments_;
   size_t mappedBytes_ = 0;
   uint64_t blocks_ = 0;
+  uint64_t calls_ = 0;
 };
 
 }  // namespace distx

@@ -129,6 +129,53 @@ TEST(ShmAllreduceFallback, RingOffOneHostOrWithoutStaging) {
   expectOracle(P, bufs, count, c);
 }
 
+// Mismatched calls (count, dtype, op) raise InvalidArgument on every rank,
+// naming both sides, before any block moves; the next well-formed call works.
+TEST(ShmAllreduceFailure, MismatchedCallsRaiseOnEveryRankAndLeaveTheStagingUsable) {
+  const int P = 3;
+  const Topology topo = Topology::fromNodeSizes({P});
+  auto st = makeStagings(P, 256);
+  auto fabric = std::make_shared<LocalFabric>(P);
+  std::vector<std::vector<float>> data(P, std::vector<float>(5000, 1.f));
+  uint32_t seq = 1;
+  auto call = [&](auto countOf, auto opOf, std::vector<std::string>& errors) {
+    runRanks(
+        P,
+        [&](Rank& rk) {
+          auto ctx = rk.ctx(seq);
+          ctx.topology = &topo;
+          ctx.staging = st[rk.rank].get();
+          try {
+            allreduceShm(ctx, data[rk.rank].data(), countOf(rk.rank), DType::kFloat32,
+                         opOf(rk.rank));
+          } catch (const InvalidArgument& e) {
+            errors[rk.rank] = e.what();
+          }
+        },
+        fabric);
+    ++seq;
+  };
+  std::vector<std::string> errors(P);
+  call([](int r) { return r == 2 ? 4000 : 5000; }, [](int) { return ReduceOp::kSum; }, errors);
+  for (int r = 0; r < P; ++r) {
+    EXPECT_NE(errors[r].find("mismatch"), std::string::npos) << "rank " << r << ": " << errors[r];
+    EXPECT_NE(errors[r].find("4000"), std::string::npos) << errors[r];
+    EXPECT_NE(errors[r].find("5000"), std::string::npos) << errors[r];
+  }
+  errors.assign(P, "");
+  call([](int) { return 5000; }, [](int r) { return r == 0 ? ReduceOp::kMax : ReduceOp::kSum; },
+       errors);
+  for (int r = 0; r < P; ++r)
+    EXPECT_NE(errors[r].find("mismatch"), std::string::npos) << "rank " << r << ": " << errors[r];
+  EXPECT_EQ(data[1][0], 1.f);  // untouched
+  errors.assign(P, "");
+  call([](int) { return 5000; }, [](int) { return ReduceOp::kSum; }, errors);
+  for (int r = 0; r < P; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(data[r][4999], 3.f) << "rank " << r;
+  }
+}
+
 // A rank that never joins: the others time out naming it, well before the
 // test's limit, and the staging then refuses to run (its counters no longer
 // agree with the peer's).
