@@ -33,7 +33,10 @@ namespace distx {
 
 void allreduceShm(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op) {
   const int P = ctx.size(), r = ctx.rank();
-  if (P == 1) return;
+  // Nothing to reduce, nothing sent (as the ring). Every call that announces
+  // itself below has at least one block, so no rank can finish it and post
+  // its next call before every peer has read this one (Note [Shared staging]).
+  if (P == 1 || count == 0) return;
   // Only a whole group on one host has the staging (Note [Shared staging]);
   // the answer is the same on every rank.
   SharedStaging* st =
@@ -53,7 +56,6 @@ void allreduceShm(CollectiveContext& ctx, void* data, size_t count, DType dt, Re
                 c.count, " x ", dtypeName(static_cast<DType>(c.dtype)), ", ",
                 reduceOpName(static_cast<ReduceOp>(c.op)));
   }
-  if (count == 0) return;
   const size_t elem = dtypeSize(dt);
   const size_t subElems = std::max<size_t>(1, st->slotBytes() / elem);
   const size_t blockElems = subElems * P;

@@ -22,6 +22,9 @@
 //    and checks the peers' before touching a block: mismatched calls raise
 //    on every rank alike (InvalidArgument naming both sides) and leave the
 //    counters in step, where blocks of different calls would otherwise mix.
+//    A posted identity stays readable until every peer has read it: a call
+//    with no elements posts none, and one with blocks cannot end on any rank
+//    before every peer has passed its own check.
 // Setting up is collective and agreed: each rank reports whether it could
 // create and map the segments, and all ranks fall back to the ring together
 // if any could not (e.g. a full /dev/shm). After a failed wait (timeout, dead
