@@ -126,11 +126,20 @@ test-asan: deps venv
 	ASAN_OPTIONS=detect_leaks=1 build/cpp-asan/distx_tests --gtest_brief=1
 
 # The C++ suite under ThreadSanitizer (ranks as threads: the algorithms over
-# the local transport, the liveness ring, the completion pool).
+# the local transport, the liveness ring, the completion pool), then a smoke
+# run of the backend from Python: 2 ranks, each with _C built with TSan
+# (DISTX_TSAN=1, into build/tsan-lib; ~3 min once) and libtsan preloaded,
+# fail on any TSan report (tests/tsan/smoke.py, ~20 s; suppressions, each
+# with its reason, in tests/tsan/suppressions.txt).
+TSAN_LIB := build/tsan-lib
 test-tsan: deps venv
 	cmake -S tests/cpp -B build/cpp-tsan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) -DDISTX_TSAN=ON >/dev/null
 	flock build.lock cmake --build build/cpp-tsan -j $(NPROC)
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build/cpp-tsan/distx_tests --gtest_brief=1
+	@mkdir -p build && find $(TSAN_LIB) -name '*.py' -delete 2>/dev/null || true
+	flock build.lock env MAX_JOBS=$(NPROC) DISTX_TSAN=1 $(VPY) setup.py -q build --build-lib $(TSAN_LIB) --build-temp build/tsan-temp \
+	  > build/tsan-build.log 2>&1 || { tail -40 build/tsan-build.log; exit 1; }
+	$(VPY) tests/tsan/smoke.py --lib $(TSAN_LIB)
 
 
 # distx vs gloo all-reduce on this host, 2 and 4 ranks, both modes (~5 min).

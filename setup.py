@@ -7,6 +7,8 @@ UCX is found, in order: $UCX_HOME (include/, lib/), the PyPI wheel `libucx`
 (libucx-cu12 / libucx-cu13), then pkg-config `ucx` (Debian: libucx-dev).
 CUDA sources (*.cu) are compiled only when the installed torch has CUDA and
 DISTX_WITH_CUDA is not 0.
+DISTX_TSAN=1 builds with ThreadSanitizer (-O1 -g -fsanitize=thread), for
+`make test-tsan`'s Python smoke run (tests/tsan/); nothing else uses it.
 """
 
 import glob
@@ -102,6 +104,9 @@ nccl_include = [find_nccl_include()] if with_cuda else []
 
 define_macros = [("DISTX_WITH_CUDA", "1")] if with_cuda else []
 cxx_flags = ["-O3", "-Wall", "-Wno-unused-parameter", "-fvisibility=hidden"]
+tsan = os.environ.get("DISTX_TSAN", "0") == "1"
+if tsan:
+    cxx_flags = ["-O1", "-g"] + cxx_flags[1:] + ["-fsanitize=thread"]
 wheel_includes = [f for inc in cuda_wheel_includes() for f in ("-isystem", inc)] if with_cuda else []
 Extension = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExtension
 ext = Extension(
@@ -113,7 +118,7 @@ ext = Extension(
     define_macros=define_macros,
     extra_compile_args=({"cxx": cxx_flags + wheel_includes, "nvcc": ["-O3"] + wheel_includes}
                         if with_cuda else cxx_flags),
-    extra_link_args=[f"-Wl,-rpath,{p}" for p in ucx["rpath"]],
+    extra_link_args=[f"-Wl,-rpath,{p}" for p in ucx["rpath"]] + (["-fsanitize=thread"] if tsan else []),
 )
 
 # Recorded for torch_distx.info and for loading the wheel's UCX before _C.
