@@ -6,9 +6,12 @@ The parent (plain Python, no TSan) starts 2 ranks as subprocesses of this
 script with LD_PRELOAD=libtsan and PYTHONPATH=<lib> (a copy of the package
 whose _C is built with DISTX_TSAN=1). Each rank, over a FileStore: init,
 all_reduce (small and 4 MiB), broadcast, all_gather, async ops with wait() and
-get_future().then(), a sub-group, a per-op timeout, an abort with ops in
-flight, a few DDP steps, destroy_process_group. Every result is compared with
-the value it must have.
+get_future().then(), a sub-group, the other collectives and p2p once each, an
+fp16-compressed group, two Python threads posting on two groups while the main
+thread calls set_timeout and reads counters, destroying a group with ops
+queued, monitored_barrier, a per-op timeout, an abort with ops in flight, a few
+DDP steps, destroy_process_group. Every result is compared with the value it
+must have.
 
 The run fails on any TSan report (halt_on_error=1, exitcode=66; a report that
 does not halt is still found in the rank's stderr), a wrong result, a non-zero
@@ -24,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 __all__ = ["main"]
@@ -124,6 +128,43 @@ def _rank_main(rank: int, store_path: str, lib: str) -> None:
     c = torch.arange(1 << 16, dtype=torch.float32).remainder(256) + rank
     dist.all_reduce(c, group=cgroup)
     assert torch.equal(c, torch.arange(1 << 16, dtype=torch.float32).remainder(256) * 2 + 1), "fp16 all_reduce"
+
+    # Concurrency from Python: two threads post async ops on two groups at
+    # once while the main thread changes one group's timeout and reads
+    # counters and the topology; then one group is destroyed with ops queued
+    # (destroy drains them).
+    groups = [dist.new_group([0, 1], backend="distx") for _ in range(2)]
+    results: dict[int, list[float]] = {}
+
+    def post(idx: int) -> None:
+        ws, ts = [], []
+        for i in range(20):
+            x = torch.full((256 * (i % 4 + 1),), float(idx + i + rank))
+            ts.append(x)
+            ws.append(dist.all_reduce(x, group=groups[idx], async_op=True))
+        for w in ws:
+            w.wait()
+        results[idx] = [x[0].item() for x in ts]
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    g0backend = groups[0]._get_backend(torch.device("cpu"))
+    for _ in range(20):
+        g0backend.set_timeout(datetime.timedelta(seconds=60))
+        torch_distx.compression_stats(groups[1])
+        torch_distx.topology(groups[0])
+    for th in threads:
+        th.join()
+    for idx in range(2):
+        assert results[idx] == [2.0 * (idx + i) + 1 for i in range(20)], (idx, results[idx])
+    queued = [torch.full((1000,), float(rank + i)) for i in range(5)]
+    qworks = [dist.all_reduce(q, group=groups[1], async_op=True) for q in queued]
+    dist.destroy_process_group(groups[1])
+    for i, (q, w) in enumerate(zip(queued, qworks)):
+        w.wait()
+        assert torch.all(q == 2.0 * i + 1), f"queued op {i} before destroy"
+    torch_distx.monitored_barrier(groups[0], timeout=datetime.timedelta(seconds=60))
 
     # A per-op timeout: rank 0 all_reduces alone on a group with a 1 s timeout.
     tgroup = dist.new_group([0, 1], backend="distx")
