@@ -128,7 +128,8 @@ test-asan: deps venv
 # The C++ suite under ThreadSanitizer (ranks as threads: the algorithms over
 # the local transport, the liveness ring, the completion pool), then a smoke
 # run of the backend from Python: 2 ranks, each with _C built with TSan
-# (DISTX_TSAN=1, into build/tsan-lib; ~3 min once) and libtsan preloaded,
+# (DISTX_TSAN=1, into build/tsan-lib; ~10 min on one core the first time,
+# incremental after) and libtsan preloaded,
 # fail on any TSan report (tests/tsan/smoke.py, ~20 s; suppressions, each
 # with its reason, in tests/tsan/suppressions.txt).
 TSAN_LIB := build/tsan-lib
