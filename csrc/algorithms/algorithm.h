@@ -142,6 +142,15 @@ void allreduceRing(CollectiveContext& ctx, void* data, size_t count, DType dt, R
 // one host (Note [Shared staging]); the ring otherwise.
 void allreduceShm(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op);
 
+// shm_segment_stages.cpp: the hierarchical all-reduce's intra-node stages
+// through shared staging, over `node` (the node's ranks, a ready staging):
+// local rank l ends with Segments{count, g} segment l reduced (op: no AVG
+// division), then with every segment.
+void shmSegmentReduceScatter(CollectiveContext& node, SharedStaging& st, void* data, size_t count,
+                             DType dt, ReduceOp op);
+void shmSegmentAllgather(CollectiveContext& node, SharedStaging& st, void* data, size_t count,
+                         DType dt);
+
 // allgather_ring.cpp: blocks[r] is rank r's block of blockBytes; this rank's
 // own block must already hold its input.
 void allgatherRing(CollectiveContext& ctx, const std::vector<void*>& blocks, size_t blockBytes);

@@ -45,17 +45,7 @@ void allreduceShm(CollectiveContext& ctx, void* data, size_t count, DType dt, Re
     allreduceRing(ctx, data, count, dt, op);
     return;
   }
-  const SharedStaging::Call mine{ctx.seq, count, static_cast<uint32_t>(dt),
-                                 static_cast<uint32_t>(op)};
-  const auto calls = st->announce(ctx, mine);
-  for (int j = 0; j < P; ++j) {
-    const auto& c = calls[j];
-    DISTX_CHECK(c == mine, InvalidArgument, "all_reduce mismatch across ranks: rank ",
-                ctx.groupRank(r), " has seq ", mine.seq, ", ", mine.count, " x ", dtypeName(dt),
-                ", ", reduceOpName(op), "; rank ", ctx.groupRank(j), " has seq ", c.seq, ", ",
-                c.count, " x ", dtypeName(static_cast<DType>(c.dtype)), ", ",
-                reduceOpName(static_cast<ReduceOp>(c.op)));
-  }
+  checkSameCall(ctx, *st, count, dt, op);
   const size_t elem = dtypeSize(dt);
   const size_t subElems = std::max<size_t>(1, st->slotBytes() / elem);
   const size_t blockElems = subElems * P;

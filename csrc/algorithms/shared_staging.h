@@ -16,8 +16,12 @@
 //    consecutive blocks alternate; a slot holds one sub-chunk for every rank
 //    (`in`) and the owner's reduced sub-chunk (`out`);
 //  - the algorithm waits on the peers' counters in the mapped memory, never
-//    on UCX. Counters only grow (they count blocks over the group's life), so
-//    consecutive all-reduces need no reset, and every wait names the peer;
+//    on UCX: it spins (yielding) for 200 us, then sleeps in growing naps up
+//    to 1 ms. Counters only grow (they count blocks over the group's life),
+//    so consecutive all-reduces need no reset, and every wait names the peer;
+//  - on a group that spans hosts the staging serves the hierarchical
+//    all-reduce's intra-node stages and spans the rank's node
+//    (shm_segment_stages.cpp); on one host, the whole group;
 //  - each call first posts its identity (sequence number, count, dtype, op)
 //    and checks the peers' before touching a block: mismatched calls raise
 //    on every rank alike (InvalidArgument naming both sides) and leave the
@@ -39,6 +43,8 @@
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "common/dtype.h"
 
 namespace distx {
 
@@ -108,5 +114,9 @@ class SharedStaging {
   uint64_t blocks_ = 0;
   uint64_t calls_ = 0;
 };
+
+// Posts this call (ctx.seq, count, dt, op) and raises InvalidArgument, on
+// every rank of ctx alike, if any peer's differs.
+void checkSameCall(CollectiveContext& ctx, SharedStaging& st, size_t count, DType dt, ReduceOp op);
 
 }  // namespace distx

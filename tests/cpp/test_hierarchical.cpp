@@ -17,6 +17,7 @@
 
 #include "algorithms/algorithm.h"
 #include "algorithms/select.h"
+#include "algorithms/shared_staging.h"
 #include "harness.h"
 #include "reduce_oracle.h"
 
@@ -42,8 +43,16 @@ std::vector<Shape> shapes() {
 using AllreduceUnderTest = std::function<void(CollectiveContext&, void*, size_t, DType, ReduceOp)>;
 
 // Every supported case x count in one world (one thread spawn), seq per call.
-void checkAll(const Shape& s, const AllreduceUnderTest& fn, const char* algo) {
+// stagingSlot > 0: every rank has a shared staging with slots of that many
+// bytes (Note [Shared staging]: the intra-node stages go through it).
+void checkAll(const Shape& s, const AllreduceUnderTest& fn, const char* algo,
+              size_t stagingSlot = 0) {
   const int P = s.topo.size();
+  std::vector<std::unique_ptr<SharedStaging>> staging(P);
+  if (stagingSlot) {
+    for (auto& st : staging)
+      st = std::make_unique<SharedStaging>(stagingSlot);
+  }
   const auto cases = supportedReduceCases();
   const std::vector<size_t> counts = {0, 1, static_cast<size_t>(P + 1), 13, 1031};
   // bufs[case][count][rank]
@@ -62,6 +71,7 @@ void checkAll(const Shape& s, const AllreduceUnderTest& fn, const char* algo) {
       for (size_t j = 0; j < counts.size(); ++j) {
         auto ctx = rk.ctx(seq++, std::chrono::seconds(30), 64);  // many chunks
         ctx.topology = &s.topo;
+        ctx.staging = staging[rk.rank].get();
         if (j % 2) ctx.stageScratch = &stage[rk.rank];
         fn(ctx, bufs[k][j][rk.rank].data(), counts[j], cases[k].dt, cases[k].op);
       }
@@ -104,6 +114,18 @@ TEST_P(Hierarchical, SplitRailEveryDtypeAndOpMatchesOracle) {
         allreduceHierarchical(ctx, d, n, dt, op);
       },
       "split-rail");
+}
+
+// The intra-node stages through shared staging, 64-byte slots so that every
+// count spans many blocks; one staging per rank serves every case in turn.
+TEST_P(Hierarchical, SplitRailThroughSharedStagingMatchesOracle) {
+  const Shape s = shapes()[shape()];
+  checkAll(
+      s,
+      [](auto& ctx, void* d, size_t n, DType dt, ReduceOp op) {
+        allreduceHierarchical(ctx, d, n, dt, op);
+      },
+      "split-rail (shm)", 64);
 }
 
 TEST_P(Hierarchical, LeadersEveryDtypeAndOpMatchesOracle) {
