@@ -2,8 +2,10 @@
 #include "algorithms/shared_staging.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +26,10 @@ struct SharedStaging::Control {
   };
   Line counters[4];       // indexed by Counter, owner-written
   alignas(64) Call call;  // written before counters[kCalls] is published
+  // Note [Staging wake-ups]: bumped by the owner after every publish; peers
+  // sleep on it (futex) and count themselves in `sleepers` meanwhile.
+  alignas(64) std::atomic<uint32_t> epoch;
+  alignas(64) std::atomic<uint32_t> sleepers;
 };
 
 namespace {
@@ -31,6 +37,19 @@ namespace {
 constexpr size_t kControlBytes = 4096;
 static_assert(sizeof(std::atomic<uint64_t>) == 8 && std::atomic<uint64_t>::is_always_lock_free,
               "shared counters need lock-free 64-bit atomics");
+static_assert(sizeof(std::atomic<uint32_t>) == 4 && std::atomic<uint32_t>::is_always_lock_free,
+              "a futex word needs a lock-free 32-bit atomic");
+
+// Shared (not process-private) futexes: the words live in MAP_SHARED memory
+// that every rank of the node maps.
+void futexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::microseconds limit) {
+  timespec ts{0, static_cast<long>(limit.count()) * 1000};
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void futexWakeAll(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
 
 // One set-up message: whether the sender got this far, and its segment name.
 struct Hello {
@@ -103,6 +122,7 @@ size_t SharedStaging::segmentBytes(int P) const {
 }
 
 SharedStaging::Control* SharedStaging::control(int owner) const {
+  static_assert(sizeof(Control) <= kControlBytes, "the control block outgrew its page");
   return reinterpret_cast<Control*>(segments_[owner]);
 }
 
@@ -116,7 +136,14 @@ uint8_t* SharedStaging::out(int owner, uint64_t global) const {
 }
 
 void SharedStaging::publish(Counter c, uint64_t value) {
-  control(me_)->counters[c].value.store(value, std::memory_order_release);
+  Control* mine = control(me_);
+  mine->counters[c].value.store(value, std::memory_order_release);
+  // Note [Staging wake-ups]: the epoch bump and the sleepers load are
+  // seq_cst, as are a sleeper's increment and epoch load: either this rank
+  // sees the sleeper and wakes it, or the sleeper sees the new epoch (and
+  // the counter) and does not sleep.
+  mine->epoch.fetch_add(1, std::memory_order_seq_cst);
+  if (mine->sleepers.load(std::memory_order_seq_cst) > 0) futexWakeAll(&mine->epoch);
 }
 
 void SharedStaging::waitPeers(CollectiveContext& ctx, Counter c, uint64_t value) {
@@ -127,13 +154,13 @@ void SharedStaging::waitPeers(CollectiveContext& ctx, Counter c, uint64_t value)
     if (counter.load(std::memory_order_acquire) >= value) continue;
     // Spin (yielding: with more ranks than cores the peer we wait for may
     // need this core, Note [Yielding spin]) while the wait is short, as it is
-    // when every rank works on the same block; then sleep in growing steps
-    // (up to 1 ms), as when the peer is busy elsewhere (a hierarchical
-    // all-reduce's network stage) and spinning ranks would take the CPU it
-    // and the network threads need: 2x4 ranks on 2 cores, 1 MiB took 50 ms
-    // spinning, against 20 ms for gloo.
+    // when every rank works on the same block; then sleep until the peer
+    // publishes (Note [Staging wake-ups]), as when the peer is busy elsewhere
+    // (a hierarchical all-reduce's network stage) and spinning ranks would
+    // take the CPU it and the network threads need: 2x4 ranks on 2 cores,
+    // 1 MiB took 50 ms spinning, against 20 ms for gloo.
     const auto spinUntil = Clock::now() + std::chrono::microseconds(200);
-    auto nap = std::chrono::microseconds(20);
+    Control* peer = control(j);
     unsigned iter = 0;
     while (counter.load(std::memory_order_acquire) < value) {
       const bool spinning = Clock::now() < spinUntil;
@@ -141,8 +168,11 @@ void SharedStaging::waitPeers(CollectiveContext& ctx, Counter c, uint64_t value)
         std::this_thread::yield();
         if ((++iter & 255) != 0) continue;
       } else {
-        std::this_thread::sleep_for(nap);
-        nap = std::min(nap * 2, std::chrono::microseconds(1000));
+        peer->sleepers.fetch_add(1, std::memory_order_seq_cst);
+        const uint32_t seen = peer->epoch.load(std::memory_order_seq_cst);
+        if (counter.load(std::memory_order_acquire) < value)
+          futexWait(&peer->epoch, seen, std::chrono::microseconds(1000));
+        peer->sleepers.fetch_sub(1, std::memory_order_seq_cst);
       }
       // "... shared-memory all-reduce: reduced block 5 from rank 2"
       const std::string what = detail::concat("shared-memory all-reduce: ", awaited(c), " ",

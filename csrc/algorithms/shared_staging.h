@@ -16,8 +16,10 @@
 //    consecutive blocks alternate; a slot holds one sub-chunk for every rank
 //    (`in`) and the owner's reduced sub-chunk (`out`);
 //  - the algorithm waits on the peers' counters in the mapped memory, never
-//    on UCX: it spins (yielding) for 200 us, then sleeps in growing naps up
-//    to 1 ms. Counters only grow (they count blocks over the group's life),
+//    on UCX: it spins (yielding) for 200 us, then sleeps on a futex in the
+//    peer's segment until the peer publishes (Note [Staging wake-ups]),
+//    waking at least every 1 ms to check the deadline and the peer's
+//    liveness. Counters only grow (they count blocks over the group's life),
 //    so consecutive all-reduces need no reset, and every wait names the peer;
 //  - on a group that spans hosts the staging serves the hierarchical
 //    all-reduce's intra-node stages and spans the rank's node
@@ -36,6 +38,18 @@
 // call with the first error instead of mixing blocks.
 // Departure from DESIGN.md ("algorithms reach the network only through
 // CollectiveContext"): this algorithm's bulk data bypasses the transport.
+//
+// Note [Staging wake-ups]
+// A rank that has spun 200 us for a peer's counter sleeps on a futex: a
+// 32-bit epoch in the peer's control block, which the peer bumps after every
+// publish, waking sleepers when its `sleepers` count says there are any (one
+// atomic add per publish otherwise, no system call). The futex is shared, not
+// process-private: the word lives in the mapped segment. The sleep is capped
+// at 1 ms so the waiter still checks its deadline and the peer's liveness.
+// Before, the waiter slept in growing naps (20 us .. 1 ms) and overslept by
+// up to a nap each time a peer was late: harmless when a wait spans a whole
+// all-reduce, but the pipelined split-rail (Note [Pipelined split-rail])
+// waits on its node peers once per piece, between network waits.
 #pragma once
 
 #include <atomic>
