@@ -10,6 +10,10 @@ torchrun starts g ranks per host. The ranks time every algorithm on every size
 in one run, interleaved (a different algorithm order each repetition), each
 call between two gloo barriers; distx's algorithm is switched per call with
 DISTX_ALGO (read at each call), gloo is a gloo group of the same ranks.
+`hierarchical-seq` is the split-rail with its three stages one after the
+other (DISTX_PIECE_BYTES=0 on a distx group of its own), for comparison with
+the pipelined default (Note [Pipelined split-rail]); `hierarchical@B` uses
+pieces of B bytes.
 
 Columns (nccl-tests): size (B), count (fp32 elements), time_us (median of the
 slowest rank's time per call, [min, max] over calls), algbw = size / time,
@@ -67,6 +71,15 @@ def worker(args: argparse.Namespace) -> None:
 
     dist.init_process_group("distx")
     gloo = dist.new_group(backend="gloo")
+    # hierarchical-seq: the split-rail with its stages one after the other;
+    # hierarchical@B: pieces of B bytes (DISTX_PIECE_BYTES, read when a group
+    # is made: each gets a distx group of its own).
+    piece_groups = {}
+    for algo in args.algos.split(","):
+        if algo == "hierarchical-seq" or algo.startswith("hierarchical@"):
+            os.environ["DISTX_PIECE_BYTES"] = "0" if algo == "hierarchical-seq" else algo.split("@")[1]
+            piece_groups[algo] = dist.new_group(backend="distx")
+            del os.environ["DISTX_PIECE_BYTES"]
     rank, ws = dist.get_rank(), dist.get_world_size()
     local0 = int(os.environ["LOCAL_RANK"]) == 0
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -76,12 +89,14 @@ def worker(args: argparse.Namespace) -> None:
     def call(size: int, algo: str) -> tuple[float, int]:
         t = bufs[size]
         t.fill_(1.0)
+        group = gloo if algo == "gloo" else piece_groups.get(algo)
         if algo != "gloo":
-            os.environ["DISTX_ALGO"] = "" if algo == "auto" else algo
+            os.environ["DISTX_ALGO"] = ("" if algo == "auto" else
+                                        "hierarchical" if algo in piece_groups else algo)
         dist.barrier(group=gloo)
         tx0 = _tx_bytes() if local0 else 0
         start = time.perf_counter()
-        dist.all_reduce(t, group=gloo if algo == "gloo" else None)
+        dist.all_reduce(t, group=group)
         elapsed = time.perf_counter() - start
         dist.barrier(group=gloo)
         tx = _tx_bytes() - tx0 if local0 else 0

@@ -50,6 +50,16 @@ class SharedStaging;  // shared_staging.h
 // the same topology, so every rank cuts the same chunks.
 constexpr size_t kLocalChunkBytes = 2 * 1024 * 1024;
 constexpr size_t kNetChunkBytes = 256 * 1024;
+// Note [Pipelined split-rail]: the piece of every segment that moves through
+// the split-rail's stages at a time. DISTX_PIECE_BYTES sets one size (0 = no
+// pipelining); by default (kRailPieceAuto) railPieceFor picks it per call.
+constexpr size_t kRailPieceAuto = SIZE_MAX;
+constexpr size_t kRailPieceMinBytes = 256 * 1024, kRailPieceMaxBytes = 4 * 1024 * 1024;
+// The automatic piece for segments of segmentBytes: an eighth of the
+// segment, clamped to [kRailPieceMinBytes, kRailPieceMaxBytes].
+inline size_t railPieceFor(size_t segmentBytes) {
+  return std::clamp(segmentBytes / 8, kRailPieceMinBytes, kRailPieceMaxBytes);
+}
 
 struct CollectiveContext {
   Transport& transport;
@@ -68,6 +78,10 @@ struct CollectiveContext {
   // One scratch buffer per phase for narrowed contexts (tag::kMaxPhases
   // entries); may be null (stages then allocate their own).
   std::vector<std::vector<uint8_t>>* stageScratch = nullptr;
+  // Note [Pipelined split-rail]: bytes per piece of each segment; 0 = the
+  // stages run one after the other; kRailPieceAuto = railPieceFor. Must
+  // agree on every rank.
+  size_t railPieceBytes = kRailPieceAuto;
   // The group's shared-memory staging (Note [Shared staging]); may be null.
   // Only the whole group's context has it: narrow() clears it.
   SharedStaging* staging = nullptr;
@@ -145,11 +159,12 @@ void allreduceShm(CollectiveContext& ctx, void* data, size_t count, DType dt, Re
 // shm_segment_stages.cpp: the hierarchical all-reduce's intra-node stages
 // through shared staging, over `node` (the node's ranks, a ready staging):
 // local rank l ends with Segments{count, g} segment l reduced (op: no AVG
-// division), then with every segment.
+// division), then with every segment. [lo, hi) limits both to those elements
+// of every segment (clipped to its size).
 void shmSegmentReduceScatter(CollectiveContext& node, SharedStaging& st, void* data, size_t count,
-                             DType dt, ReduceOp op);
+                             DType dt, ReduceOp op, size_t lo = 0, size_t hi = SIZE_MAX);
 void shmSegmentAllgather(CollectiveContext& node, SharedStaging& st, void* data, size_t count,
-                         DType dt);
+                         DType dt, size_t lo = 0, size_t hi = SIZE_MAX);
 
 // allgather_ring.cpp: blocks[r] is rank r's block of blockBytes; this rank's
 // own block must already hold its input.
@@ -184,6 +199,20 @@ void reduceScatterRingNodeOrdered(CollectiveContext& ctx, void* data, size_t blo
 using RailAllreduceFn =
     std::function<void(CollectiveContext& rail, void* data, size_t count, DType dt, ReduceOp op)>;
 
+// A 16-bit cast for the pipelined split-rail's rail stage (Note [Pipelined
+// split-rail], "With a cast"): float32 data, 2 bytes per element on the
+// wire, float32 sums. `account` receives what one all-reduce did: this
+// rank's shard (elements), its rail's size and its place on it, bytes sent on
+// the rail, time in the codec, pieces redone densely.
+struct RailCast {
+  std::function<void(const float* src, uint16_t* dst, size_t n, float scale)> encode;
+  std::function<void(const uint16_t* src, float* dst, size_t n)> decode;
+  std::function<size_t(const uint16_t* src, size_t n)> countNonFinite;
+  std::function<void(size_t shard, int railSize, int railRank, uint64_t wireBytes,
+                     uint64_t codecNanos, uint64_t denseRedos)>
+      account;
+};
+
 // The default inter-node stage: the flat size rules (select.cpp) on the rail.
 void defaultRailAllreduce(CollectiveContext& rail, void* data, size_t count, DType dt, ReduceOp op);
 
@@ -192,9 +221,25 @@ Topology contextTopology(const CollectiveContext& ctx);
 
 // allreduce_hierarchical.cpp: split-rail (intra reduce-scatter, one rail
 // all-reduce per local rank, intra all-gather); hosts with unequal rank counts
-// go to allreduceLeaders. `rail` empty = defaultRailAllreduce.
+// go to allreduceLeaders. `rail` empty = defaultRailAllreduce. `cast`: where
+// the split-rail runs pipelined, its rail sends 16-bit casts instead of
+// calling `rail` (the compression switch, Note [Pipelined split-rail]).
 void allreduceHierarchical(CollectiveContext& ctx, void* data, size_t count, DType dt, ReduceOp op,
-                           const RailAllreduceFn& rail = {});
+                           const RailAllreduceFn& rail = {}, const RailCast* cast = nullptr);
+
+// allreduce_split_rail_pipelined.cpp (Note [Pipelined split-rail]): the
+// split-rail with the default rail over pieces of `pieceElems` elements of
+// every segment, the rail of one piece on the wire while the node works on
+// the next. `nodeRanks`: this rank's node (ranks of ctx); `shmNode` and `st`:
+// the node's context over a ready staging, or both null (the intra-node
+// stages then run as whole-vector rings, phases 1 and 3 of `ctx`); `rail`:
+// this rank's rail (narrowed). Every rank of the group must call it with the
+// same count and pieceElems. `cast` (float32 SUM/AVG only): the rail sends
+// 16-bit values instead of the data's own.
+void allreduceSplitRailPipelined(CollectiveContext& ctx, const std::vector<int>& nodeRanks,
+                                 CollectiveContext* shmNode, SharedStaging* st,
+                                 CollectiveContext& rail, void* data, size_t count, DType dt,
+                                 ReduceOp op, size_t pieceElems, const RailCast* cast = nullptr);
 
 // allreduce_leaders.cpp: intra reduce to the node leader, all-reduce among the
 // leaders (`inter`, empty = defaultRailAllreduce), intra broadcast.

@@ -12,6 +12,8 @@
 //     into the vector in place; publishes copied, then reduced and consumed;
 //   all-gather: copy this rank's piece into its out-slot (published as
 //     reduced), then copy every peer's out-slot into the vector (consumed).
+// Both passes can be limited to the elements [lo, hi) of every segment, so a
+// pipelined caller runs them piece by piece (Note [Pipelined split-rail]).
 // The slot rules are those of allreduce_shm.cpp: staging block b waits
 // until every peer has reduced b-2, writing an out-slot until every peer has
 // consumed b-2. A pass publishes every counter for each of its blocks, so the
@@ -28,33 +30,40 @@
 namespace distx {
 namespace {
 
+// The elements [lo, hi) of every segment (clipped to its size), cut into
+// pieces; every rank computes the same blocks (they depend on the largest
+// segment, seg.size(0)).
 struct Pieces {
   Segments seg;
   size_t piece;    // elements per piece
+  size_t lo, hi;   // the range within each segment
   uint64_t count;  // blocks
-  Pieces(size_t total, int g, size_t pieceElems)
-      : seg{total, g}, piece(pieceElems), count((seg.size(0) + pieceElems - 1) / pieceElems) {}
+  Pieces(size_t total, int g, size_t pieceElems, size_t from, size_t to)
+      : seg{total, g},
+        piece(pieceElems),
+        lo(from),
+        hi(std::min(to, seg.size(0))),
+        count(hi > lo ? (hi - lo + pieceElems - 1) / pieceElems : 0) {}
+  size_t end(int j) const { return std::min(seg.size(j), hi); }
+  size_t start(uint64_t k, int j) const {
+    return std::min(end(j), lo + static_cast<size_t>(k) * piece);
+  }
   // Piece k of segment j: its first element and length (0 past the end).
-  size_t first(uint64_t k, int j) const {
-    return seg.offset(j) + std::min(seg.size(j), static_cast<size_t>(k) * piece);
-  }
-  size_t length(uint64_t k, int j) const {
-    const size_t start = std::min(seg.size(j), static_cast<size_t>(k) * piece);
-    return std::min(piece, seg.size(j) - start);
-  }
+  size_t first(uint64_t k, int j) const { return seg.offset(j) + start(k, j); }
+  size_t length(uint64_t k, int j) const { return std::min(piece, end(j) - start(k, j)); }
 };
 
-Pieces piecesFor(const SharedStaging& st, size_t count, int g, DType dt) {
-  return Pieces(count, g, std::max<size_t>(1, st.slotBytes() / dtypeSize(dt)));
+Pieces piecesFor(const SharedStaging& st, size_t count, int g, DType dt, size_t lo, size_t hi) {
+  return Pieces(count, g, std::max<size_t>(1, st.slotBytes() / dtypeSize(dt)), lo, hi);
 }
 
 }  // namespace
 
 void shmSegmentReduceScatter(CollectiveContext& node, SharedStaging& st, void* data, size_t count,
-                             DType dt, ReduceOp op) {
+                             DType dt, ReduceOp op, size_t lo, size_t hi) {
   const int g = node.size(), r = node.rank();
   const size_t elem = dtypeSize(dt);
-  const Pieces p = piecesFor(st, count, g, dt);
+  const Pieces p = piecesFor(st, count, g, dt, lo, hi);
   auto* bytes = static_cast<uint8_t*>(data);
   const uint64_t base = st.blocks();
   for (uint64_t k = 0; k < p.count; ++k) {
@@ -79,10 +88,10 @@ void shmSegmentReduceScatter(CollectiveContext& node, SharedStaging& st, void* d
 }
 
 void shmSegmentAllgather(CollectiveContext& node, SharedStaging& st, void* data, size_t count,
-                         DType dt) {
+                         DType dt, size_t lo, size_t hi) {
   const int g = node.size(), r = node.rank();
   const size_t elem = dtypeSize(dt);
-  const Pieces p = piecesFor(st, count, g, dt);
+  const Pieces p = piecesFor(st, count, g, dt, lo, hi);
   auto* bytes = static_cast<uint8_t*>(data);
   const uint64_t base = st.blocks();
   for (uint64_t k = 0; k < p.count; ++k) {

@@ -47,6 +47,13 @@ ProcessGroupDistx::ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& stor
           TORCH_CHECK_VALUE(false, e.what());
         }
       }()),
+      pieceBytes_([] {
+        try {
+          return env::pieceBytes(kRailPieceAuto);
+        } catch (const Error& e) {
+          TORCH_CHECK_VALUE(false, e.what());
+        }
+      }()),
       timeout_(config.timeout),
       debugChecks_([] {
         try {
@@ -233,6 +240,7 @@ void ProcessGroupDistx::run(Queued& q) {
   ctx.localChunkBytes = chunkBytes_ ? chunkBytes_ : kLocalChunkBytes;
   ctx.chunkBytes =
       chunkBytes_ ? chunkBytes_ : (topology_.numNodes() <= 1 ? kLocalChunkBytes : kNetChunkBytes);
+  ctx.railPieceBytes = pieceBytes_;  // Note [Pipelined split-rail]
   ctx.scratch = &scratch_;
   ctx.stageScratch = &stageScratch_;
   ctx.staging = &staging_;

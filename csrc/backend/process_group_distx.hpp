@@ -162,6 +162,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   const std::string groupName_;
   uint32_t pgTag_ = 0;       // the transport's group id (Note [Tag layout])
   const size_t chunkBytes_;  // DISTX_CHUNK_BYTES; 0 = auto (Note [Chunk size])
+  const size_t pieceBytes_;  // DISTX_PIECE_BYTES (Note [Pipelined split-rail])
   std::atomic<std::chrono::milliseconds> timeout_;  // set_timeout() may run on any thread
   c10::intrusive_ptr<c10d::Store> store_;           // the group's store, scoped to its incarnation
   std::unique_ptr<StoreBootstrap> bootstrap_;

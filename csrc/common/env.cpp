@@ -22,6 +22,10 @@ const std::vector<Var>& all() {
       {"DISTX_CHUNK_BYTES", "auto",
        "pipelining chunk of the ring algorithms, in bytes (>= 4096); auto = 2 MiB among "
        "ranks of one host, 256 KiB across hosts"},
+      {"DISTX_PIECE_BYTES", "auto",
+       "bytes of each segment the multi-host split-rail all-reduce moves through its stages at "
+       "a time (auto = an eighth of the segment, 256 KiB .. 4 MiB; 0 runs the stages one after the "
+       "other); the same on every rank"},
       {"DISTX_ALGO", "",
        "force an algorithm: ring | recursive_doubling | shm (flat) or hierarchical | split_rail | "
        "leaders (empty = choose by message size and topology)"},
@@ -71,6 +75,17 @@ size_t chunkBytes() {
   const long long n = std::strtoll(v.c_str(), &end, 10);
   DISTX_CHECK(end && *end == '\0' && n >= 4096 && n <= (1ll << 30), InvalidArgument,
               "DISTX_CHUNK_BYTES must be 'auto' or an integer between 4096 and 2^30; got '", v,
+              "'");
+  return static_cast<size_t>(n);
+}
+
+size_t pieceBytes(size_t autoValue) {
+  const std::string v = get("DISTX_PIECE_BYTES", "auto");
+  if (v == "auto") return autoValue;
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  DISTX_CHECK(end && *end == '\0' && (n == 0 || (n >= 256 && n <= (1ll << 30))), InvalidArgument,
+              "DISTX_PIECE_BYTES must be 'auto', 0 or an integer between 256 and 2^30; got '", v,
               "'");
   return static_cast<size_t>(n);
 }

@@ -26,6 +26,10 @@ int logLevel();
 // the default (Note [Chunk size]).
 size_t chunkBytes();
 
+// DISTX_PIECE_BYTES: bytes per piece of the pipelined split-rail (Note
+// [Pipelined split-rail]); autoValue for "auto" (the default), 0 = off.
+size_t pieceBytes(size_t autoValue);
+
 // DISTX_ALGO: force an all-reduce algorithm by name ("" = choose by size).
 std::string forcedAlgorithm();
 

@@ -336,6 +336,100 @@ TEST(CompressedAllreduce, HierarchicalCompressesOnlyTheInterNodeStage) {
   }
 }
 
+// Note [Pipelined split-rail], "With a cast": the switch's fp16/bf16 rail in
+// pieces (4 KiB pieces here: 5 per segment at 2x2 and 3x2, 4 at 2x3). Every
+// rank bit-identical; close to the exact sum; one direct message per rail
+// peer per piece and step; the rail bytes half the dense ones; an fp16
+// overflow redoes only its piece densely, on its rail only.
+TEST(CompressedAllreduce, PipelinedCastRailPiecesAndOverflow) {
+  const size_t n = 10000;
+  for (const std::vector<int>& sizes :
+       {std::vector<int>{2, 2}, std::vector<int>{3, 3}, std::vector<int>{2, 2, 2}}) {
+    const Topology topo = Topology::fromNodeSizes(sizes);
+    const int P = topo.size(), g = topo.ranksPerNode(), nodes = topo.numNodes();
+    for (cx::Method method : {cx::Method::kFp16, cx::Method::kBf16}) {
+      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+        for (bool overflow : {false, true}) {
+          std::vector<std::vector<float>> in;
+          for (int r = 0; r < P; ++r)
+            in.push_back(inputFor(r, n, 9));
+          if (overflow) in[1][4321] = 1.0e6f;  // beyond fp16's range (bf16 keeps it)
+          auto out = in;
+          CompressSpec spec;
+          spec.method = method;
+          std::vector<std::unique_ptr<CompressionCounters>> counters;
+          for (int r = 0; r < P; ++r)
+            counters.push_back(std::make_unique<CompressionCounters>());
+          std::vector<uint64_t> railMessages(P), railBytes(P);
+          runRanks(P, [&](Rank& rk) {
+            std::vector<uint8_t> scratch;
+            std::vector<std::vector<uint8_t>> stages(tag::kMaxPhases);
+            auto ctx = rk.ctx(1);
+            ctx.scratch = &scratch;
+            ctx.stageScratch = &stages;
+            ctx.topology = &topo;
+            ctx.railPieceBytes = 4096;
+            allreduceCompressedGroup(ctx, out[rk.rank].data(), n, op, cx::Scope::kInter, spec,
+                                     nullptr, *counters[rk.rank]);
+            for (int p = 0; p < P; ++p) {
+              if (topo.nodeOf(p) == topo.nodeOf(rk.rank)) continue;
+              railMessages[rk.rank] += rk.transport.messagesSentTo(p);
+              railBytes[rk.rank] += rk.transport.bytesSentTo(p);
+            }
+          });
+          const std::string what = topo.describe() + " " + cx::methodName(method) +
+                                   (op == ReduceOp::kAvg ? " avg" : " sum") +
+                                   (overflow ? " overflow" : "");
+          const bool redo = overflow && method == cx::Method::kFp16;
+          // The rail of local rank l holds segment l of the vector (Segments{n, g}).
+          const int hot = [&] {
+            for (int l = 0; l < g; ++l)
+              if (4321 < Segments{n, g}.offset(l) + Segments{n, g}.size(l)) return l;
+            return g - 1;
+          }();
+          for (int r = 0; r < P; ++r) {
+            ASSERT_TRUE(bitEqual(out[r], out[0])) << what << " rank " << r;
+            const size_t shard = Segments{n, g}.size(topo.localRank(r));
+            const uint64_t pieces = (Segments{n, g}.size(0) + 1023) / 1024;
+            EXPECT_EQ(counters[r]->calls.load(), 1u) << what;
+            EXPECT_EQ(counters[r]->denseBytes.load(),
+                      denseRingBytes(shard, 4, nodes, topo.nodeOf(r)))
+                << what;
+            EXPECT_EQ(counters[r]->wireBytes.load(), railBytes[r]) << what << " rank " << r;
+            const bool hotRail = topo.localRank(r) == hot;
+            EXPECT_EQ(counters[r]->fallbackNonFinite.load(), redo && hotRail ? 1u : 0u)
+                << what << " rank " << r;
+            if (!(redo && hotRail)) {
+              EXPECT_EQ(railMessages[r], pieces * 2 * (nodes - 1)) << what << " rank " << r;
+              // 16-bit on the wire: half of the dense ring's bytes, up to
+              // rounding of the sub-chunks.
+              EXPECT_NEAR(static_cast<double>(railBytes[r]), counters[r]->denseBytes.load() / 2.0,
+                          2.0 * pieces * nodes)
+                  << what << " rank " << r;
+            }
+          }
+          const double tol = method == cx::Method::kFp16 ? 2e-3 : 2e-2;
+          for (size_t i = 0; i < n; ++i) {
+            double want = 0;
+            for (int r = 0; r < P; ++r)
+              want += in[r][i];
+            if (op == ReduceOp::kAvg) want /= P;
+            if (redo && i == 4321) {
+              ASSERT_NEAR(out[0][i], want, 1e-5 * std::fabs(want)) << what;  // redone densely
+              continue;
+            }
+            if (overflow && i == 4321) {
+              ASSERT_NEAR(out[0][i], want, std::fabs(want) / 64) << what;  // bf16 keeps it
+              continue;
+            }
+            ASSERT_NEAR(out[0][i], want, tol * (4 + std::fabs(want)) * P) << what << " " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(CompressionConfig, ParsesAndOptionsBeatEnvironment) {
   cx::Fields env, opt;
   EXPECT_FALSE(cx::resolve(opt, env).enabled());

@@ -44,14 +44,18 @@ using AllreduceUnderTest = std::function<void(CollectiveContext&, void*, size_t,
 
 // Every supported case x count in one world (one thread spawn), seq per call.
 // stagingSlot > 0: every rank has a shared staging with slots of that many
-// bytes (Note [Shared staging]: the intra-node stages go through it).
+// bytes (Note [Shared staging]: the intra-node stages go through it), on
+// every node or (stagingNodes) on the nodes whose bit is set. railPiece > 0:
+// ctx.railPieceBytes (Note [Pipelined split-rail]: pieces of that many bytes).
 void checkAll(const Shape& s, const AllreduceUnderTest& fn, const char* algo,
-              size_t stagingSlot = 0) {
+              size_t stagingSlot = 0, size_t railPiece = 0, unsigned stagingNodes = ~0u) {
   const int P = s.topo.size();
   std::vector<std::unique_ptr<SharedStaging>> staging(P);
   if (stagingSlot) {
-    for (auto& st : staging)
-      st = std::make_unique<SharedStaging>(stagingSlot);
+    for (int r = 0; r < P; ++r) {
+      if (stagingNodes >> s.topo.nodeOf(r) & 1)
+        staging[r] = std::make_unique<SharedStaging>(stagingSlot);
+    }
   }
   const auto cases = supportedReduceCases();
   const std::vector<size_t> counts = {0, 1, static_cast<size_t>(P + 1), 13, 1031};
@@ -72,6 +76,7 @@ void checkAll(const Shape& s, const AllreduceUnderTest& fn, const char* algo,
         auto ctx = rk.ctx(seq++, std::chrono::seconds(30), 64);  // many chunks
         ctx.topology = &s.topo;
         ctx.staging = staging[rk.rank].get();
+        if (railPiece) ctx.railPieceBytes = railPiece;
         if (j % 2) ctx.stageScratch = &stage[rk.rank];
         fn(ctx, bufs[k][j][rk.rank].data(), counts[j], cases[k].dt, cases[k].op);
       }
@@ -126,6 +131,42 @@ TEST_P(Hierarchical, SplitRailThroughSharedStagingMatchesOracle) {
         allreduceHierarchical(ctx, d, n, dt, op);
       },
       "split-rail (shm)", 64);
+}
+
+// Note [Pipelined split-rail]: pieces of 40 bytes (2 to 40 elements), so
+// every count from 13 on runs many pieces, with partial and empty ones.
+TEST_P(Hierarchical, PipelinedSplitRailMatchesOracle) {
+  const Shape s = shapes()[shape()];
+  checkAll(
+      s,
+      [](auto& ctx, void* d, size_t n, DType dt, ReduceOp op) {
+        allreduceHierarchical(ctx, d, n, dt, op);
+      },
+      "pipelined split-rail (rings)", 0, 40);
+}
+
+// The same through shared staging: 64-byte slots, so a 160-byte piece spans
+// several staging blocks and partial ones.
+TEST_P(Hierarchical, PipelinedSplitRailThroughSharedStagingMatchesOracle) {
+  const Shape s = shapes()[shape()];
+  checkAll(
+      s,
+      [](auto& ctx, void* d, size_t n, DType dt, ReduceOp op) {
+        allreduceHierarchical(ctx, d, n, dt, op);
+      },
+      "pipelined split-rail (shm)", 64, 160);
+}
+
+// Node 0 through shared staging, the other nodes through rings (a node that
+// could not map the staging): the rail pieces are the same on both sides.
+TEST_P(Hierarchical, PipelinedSplitRailMixedStagingMatchesOracle) {
+  const Shape s = shapes()[shape()];
+  checkAll(
+      s,
+      [](auto& ctx, void* d, size_t n, DType dt, ReduceOp op) {
+        allreduceHierarchical(ctx, d, n, dt, op);
+      },
+      "pipelined split-rail (node 0 shm)", 64, 160, 1u);
 }
 
 TEST_P(Hierarchical, LeadersEveryDtypeAndOpMatchesOracle) {
@@ -218,6 +259,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Hierarchical,
 // Bytes a rank sent to ranks on its own node and to other nodes.
 struct Traffic {
   std::vector<uint64_t> intra, inter;
+  std::vector<uint64_t> interMessages;
 };
 
 Traffic runAndCount(const Topology& topo,
@@ -245,10 +287,11 @@ Traffic runAndCount(const Topology& topo,
     t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
-  Traffic out{std::vector<uint64_t>(P), std::vector<uint64_t>(P)};
+  Traffic out{std::vector<uint64_t>(P), std::vector<uint64_t>(P), std::vector<uint64_t>(P)};
   for (int r = 0; r < P; ++r) {
     for (int p = 0; p < P; ++p) {
       (topo.nodeOf(p) == topo.nodeOf(r) ? out.intra : out.inter)[r] += ts[r]->bytesSentTo(p);
+      if (topo.nodeOf(p) != topo.nodeOf(r)) out.interMessages[r] += ts[r]->messagesSentTo(p);
     }
   }
   return out;
@@ -283,6 +326,43 @@ TEST_P(SplitRailTraffic, BytesPerStageMatchTheFormulas) {
     for (int r : topo.node(node))
       link += traffic.inter[r];
     EXPECT_EQ(link, 2 * (n - 1) * N / n);
+  }
+}
+
+// Note [Pipelined split-rail]: the same bytes, piece by piece (12 pieces of
+// 250·n floats per segment, so n divides every piece), and a rank's bytes to
+// each rail peer are those of the direct rail.
+TEST_P(SplitRailTraffic, PipelinedBytesMatchTheFormulas) {
+  const auto [n, g] = GetParam();
+  if (n == 1) GTEST_SKIP() << "one node: no rail";
+  const Topology topo = Topology::fromNodeSizes(std::vector<int>(n, g));
+  const int P = n * g;
+  const size_t count = static_cast<size_t>(n * g) * 3000;
+  const uint64_t N = count * sizeof(float);
+  for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
+    std::vector<std::vector<float>> bufs(P, std::vector<float>(count));
+    for (int r = 0; r < P; ++r)
+      for (size_t i = 0; i < count; ++i)
+        bufs[r][i] = static_cast<float>((r * 7 + i) % 13);
+    auto traffic = runAndCount(topo, [&](Rank& rk, CollectiveContext& ctx) {
+      ctx.railPieceBytes = 1000 * n;
+      allreduceHierarchical(ctx, bufs[rk.rank].data(), count, DType::kFloat32, op);
+    });
+    for (int r = 0; r < P; ++r) {
+      EXPECT_EQ(traffic.intra[r], 2 * (g - 1) * N / g) << n << "x" << g << " rank " << r;
+      EXPECT_EQ(traffic.inter[r], 2 * (n - 1) * (N / g) / n) << n << "x" << g << " rank " << r;
+      // 12 pieces, each a direct reduce-scatter and all-gather: one message
+      // to every rail peer per step (a ring rail would send chunk messages).
+      EXPECT_EQ(traffic.interMessages[r], 12u * 2 * (n - 1)) << n << "x" << g << " rank " << r;
+      for (size_t i = 0; i < count; i += 997) {
+        double want = 0;
+        for (int q = 0; q < P; ++q)
+          want += (q * 7 + i) % 13;
+        if (op == ReduceOp::kAvg) want /= P;
+        ASSERT_NEAR(bufs[r][i], want, 1e-5 * want) << n << "x" << g << " rank " << r << " i " << i;
+      }
+      ASSERT_EQ(0, std::memcmp(bufs[r].data(), bufs[0].data(), N)) << "rank " << r << " differs";
+    }
   }
 }
 
@@ -393,7 +473,7 @@ TEST(Select, TopologyRules) {
   EXPECT_NE(describeSelection(uneven, "").find("leaders"), std::string::npos);
 }
 
-TEST(HierarchicalFailure, DeadRankFailsEveryoneNamingAGroupRank) {
+void deadRankCase(size_t railPieceBytes) {
   const Topology topo = Topology::fromNodeSizes({2, 2});
   auto fabric = std::make_shared<LocalFabric>(4);
   fabric->kill(3);
@@ -408,6 +488,7 @@ TEST(HierarchicalFailure, DeadRankFailsEveryoneNamingAGroupRank) {
       Rank rk{r, 4, *ts[r]};
       auto ctx = rk.ctx(1, std::chrono::milliseconds(800));
       ctx.topology = &topo;
+      if (railPieceBytes) ctx.railPieceBytes = railPieceBytes;
       std::vector<float> buf(100000, 1.f);
       try {
         allreduceHierarchical(ctx, buf.data(), buf.size(), DType::kFloat32, ReduceOp::kSum);
@@ -423,6 +504,14 @@ TEST(HierarchicalFailure, DeadRankFailsEveryoneNamingAGroupRank) {
     EXPECT_FALSE(errors[r].empty()) << "rank " << r << " did not fail";
   // Rank 2 shares a node with the dead rank 3: its first stage names it.
   EXPECT_NE(errors[2].find("rank 3"), std::string::npos) << errors[2];
+}
+
+TEST(HierarchicalFailure, DeadRankFailsEveryoneNamingAGroupRank) {
+  deadRankCase(0);
+}
+
+TEST(HierarchicalFailure, DeadRankFailsThePipelinedPathToo) {
+  deadRankCase(4096);  // 25 pieces per segment (Note [Pipelined split-rail])
 }
 
 }  // namespace

@@ -325,9 +325,12 @@ def _two_hosts(rank, ws, method, scope):
     return st, float((got.to(torch.float64) - want).abs().max())
 
 
-@pytest.mark.parametrize("scope", ["inter", "all"])
-def test_two_hosts_compress_the_inter_node_stage(scope):
-    out = run_ranks(_two_hosts, 4, "fp16", scope, backend=None, timeout=90)
+@pytest.mark.parametrize("scope,pieces", [("inter", "auto"), ("all", "auto"), ("inter", "4096")])
+def test_two_hosts_compress_the_inter_node_stage(scope, pieces):
+    # pieces 4096: the split-rail runs pipelined, 32 pieces per segment, its
+    # rail casting piece by piece (Note [Pipelined split-rail])
+    out = run_ranks(_two_hosts, 4, "fp16", scope, backend=None, timeout=90,
+                    env={"DISTX_PIECE_BYTES": pieces})
     n = 1 << 16
     for st, err in out:
         assert st["calls"] == 1

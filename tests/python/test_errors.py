@@ -260,6 +260,7 @@ def _init_with_env(rank: int, ws: int) -> None:
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("var,value", [("DISTX_CHUNK_BYTES", "12"), ("DISTX_CHUNK_BYTES", "lots"),
+                                       ("DISTX_PIECE_BYTES", "100"),
                                        ("DISTX_ALGO", "no-such-algorithm"), ("DISTX_LOG_LEVEL", "chatty"),
                                        ("DISTX_UCX_CUDA", "yes")])
 def test_bad_setting_raises_value_error_at_init(var: str, value: str) -> None:

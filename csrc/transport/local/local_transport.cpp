@@ -90,7 +90,10 @@ void LocalFabric::cancel(const std::shared_ptr<State>& state, int box) {
 }
 
 LocalTransport::LocalTransport(std::shared_ptr<LocalFabric> fabric, int rank)
-    : fabric_(std::move(fabric)), rank_(rank), sentTo_(fabric_->size()) {}
+    : fabric_(std::move(fabric)),
+      rank_(rank),
+      sentTo_(fabric_->size()),
+      messagesTo_(fabric_->size()) {}
 
 int LocalTransport::size() const {
   return fabric_->size();
@@ -102,6 +105,7 @@ RequestPtr LocalTransport::send(int dst, uint64_t tag, const void* buf, size_t b
   state->peer = dst;
   countSent(bytes);
   sentTo_[dst].fetch_add(bytes, std::memory_order_relaxed);
+  messagesTo_[dst].fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(fabric_->mu_);
   auto& box = fabric_->boxes_[dst];
   for (auto it = box.posted.begin(); it != box.posted.end(); ++it) {

@@ -44,11 +44,16 @@ class LocalTransport final : public Transport {
   // Payload bytes this rank has sent to `peer` (per-peer traffic accounting:
   // tests split a hierarchical algorithm's intra- and inter-node bytes).
   uint64_t bytesSentTo(int peer) const { return sentTo_[peer].load(std::memory_order_relaxed); }
+  // Messages this rank has sent to `peer` (tests tell algorithms apart by it).
+  uint64_t messagesSentTo(int peer) const {
+    return messagesTo_[peer].load(std::memory_order_relaxed);
+  }
 
  private:
   std::shared_ptr<LocalFabric> fabric_;
   int rank_;
   std::vector<std::atomic<uint64_t>> sentTo_;
+  std::vector<std::atomic<uint64_t>> messagesTo_;
 };
 
 class LocalFabric : public std::enable_shared_from_this<LocalFabric> {
