@@ -26,6 +26,10 @@ Configurations:
   gloo-torch-fp16    PyTorch's fp16_compress_hook on gloo
   gloo-powersgd      PyTorch's powerSGD_hook (rank 4, 10 dense warm-up steps) on gloo;
                      one bucket (its callbacks issue collectives, see docs/compression.md)
+  no-comm            DDP with a hook that returns each bucket untouched: no gradient
+                     traffic at all, the step's compute under the same CPU sharing; the
+                     floor no compression can go below (its ranks train apart, so its
+                     accuracy is not comparable)
 
 Columns: step_ms (median of the slowest rank's step time over the timed steps,
 [min, max]), x_distx (uncompressed distx step / this step), MB_link (bytes the
@@ -48,7 +52,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 CONFIGS = ["distx", "distx-fp16", "distx-bf16", "distx-topk", "distx-fp16-all", "distx-topk-all",
-           "distx-hook-fp16", "distx-hook-topk", "gloo", "gloo-torch-fp16", "gloo-powersgd"]
+           "distx-hook-fp16", "distx-hook-topk", "gloo", "gloo-torch-fp16", "gloo-powersgd", "no-comm"]
 
 
 # ---- rank side (runs under torchrun on a testbed host) --------------------------
@@ -99,6 +103,13 @@ def _make(name: str, hidden: int, seed: int):
         ddp.register_comm_hook(hooks.TopKState(ratio=0.01, process_group=group), hooks.topk_hook)
     elif name == "gloo-torch-fp16":
         ddp.register_comm_hook(group, default_hooks.fp16_compress_hook)
+    elif name == "no-comm":
+        def local_only(_state, bucket):
+            fut = torch.futures.Future()
+            fut.set_result(bucket.buffer())
+            return fut
+
+        ddp.register_comm_hook(None, local_only)
     elif name == "gloo-powersgd":
         state = powerSGD_hook.PowerSGDState(process_group=group, matrix_approximation_rank=4,
                                             start_powerSGD_iter=10, min_compression_rate=2, random_seed=seed)
