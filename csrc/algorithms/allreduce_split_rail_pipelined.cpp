@@ -4,7 +4,8 @@
 // through shared memory its link is idle, and while the rail stage is on the
 // wire the node's memory work waits. Here the stages go piece by piece, in
 // one thread: piece k is the elements [k·S, (k+1)·S) of every one of the g
-// segments (S = pieceElems, from ctx.railPieceBytes), so piece k of this
+// segments (S = pieceElems, from ctx.railPieceBytes; see "Piece size"
+// below), so piece k of this
 // rank's segment is exactly what the intra-node reduce-scatter of piece k
 // hands it. Iteration k:
 //   1. intra-node reduce-scatter of piece k (shared staging, sliced to the
@@ -34,6 +35,12 @@
 // overwrites sub-chunks the reduce-scatter sent, so piece k's reduce-scatter
 // sends complete before its all-gather receives are posted.
 //
+// Departure from DESIGN.md ("the flat ring, recursive doubling and tree
+// algorithms run unchanged as stages of a hierarchical one"): here the rail
+// stage is its own direct exchange, and the intra-node stages are sliced,
+// because a flat algorithm runs a whole vector to completion in one call and
+// so cannot leave a piece on the wire while the thread works on another.
+//
 // Bytes are those of the sequential split-rail with a ring rail: intra
 // 2(g-1)/g·N and inter 2(n-1)/n·N/g per rank. The direct rail has 2 latency
 // steps per piece instead of the ring's 2(n-1), and n-1 messages per step.
@@ -48,6 +55,20 @@
 // untouched until that decode: where the gathered payload holds a NaN/inf
 // code (every rail rank sees the same payload), the rail redoes that piece
 // densely (a ring on the rail, phase 5) instead of decoding.
+//
+// Piece size (railPieceFor in algorithm.h, DISTX_PIECE_BYTES overrides): an
+// eighth of the segment, 256 KiB to 4 MiB, from two pieces per segment on.
+// Small pieces shorten the pipeline's fill and drain; each piece costs a few
+// wake-ups (staging and transport waits), which on the 2-core VM with 4-8
+// ranks cost up to ~1 ms each. Measured on the throttled testbed
+// (benchmarks/allreduce_multihost.py, hierarchical@B): at 1 Gbit/s 256 KiB
+// pieces were best (2x4, 8 MiB: 75 ms against 83 ms with 512 KiB and 81 ms
+// sequential), at 10 Gbit/s they were the worst (2x2, 32 MiB: 102-117 ms,
+// against 75 ms with 1 MiB and 62-78 ms with 4 MiB). The rule keeps 256 KiB
+// where segments are small and grows with them. With it, at 1 Gbit/s and
+// >= 8 MiB, the split-rail went from 1.36-1.52x the flat ring to 1.43-1.59x
+// at 2x2 and from 1.54-1.76x to 1.71-1.84x at 2x4, the link from 75-89 % to
+// 83-94 % busy (same run, d0c1aef; README "Multi-host").
 //
 // Where a node could not map the staging (Note [Shared staging]), its intra-
 // node stages run as whole-vector rings before and after the pieces (the

@@ -137,8 +137,12 @@ def test_sigkilled_rank_on_one_host_fails_the_other_host_naming_it(tmp_path):
         assert res[r]["detect_s"] < 10, res[r]  # the process group's timeout is 120 s
 
 
+# SIGINT gets Python's own handler first: a shell that starts `make test` in
+# the background (`cmd &`, no job control) leaves SIGINT ignored, and the
+# testbed rightly keeps an ignored signal ignored after cleaning up.
 _UP = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 from testbed import Testbed
 tb = Testbed(2, "100mbit", prefix="dxtbt").start()
