@@ -230,16 +230,17 @@ void allreduceHierarchical(CollectiveContext& ctx, void* data, size_t count, DTy
 // allreduce_split_rail_pipelined.cpp (Note [Pipelined split-rail]): the
 // split-rail with the default rail over pieces of `pieceElems` elements of
 // every segment, the rail of one piece on the wire while the node works on
-// the next. `nodeRanks`: this rank's node (ranks of ctx); `shmNode` and `st`:
-// the node's context over a ready staging, or both null (the intra-node
-// stages then run as whole-vector rings, phases 1 and 3 of `ctx`); `rail`:
-// this rank's rail (narrowed). Every rank of the group must call it with the
-// same count and pieceElems. `cast` (float32 SUM/AVG only): the rail sends
-// 16-bit values instead of the data's own.
-void allreduceSplitRailPipelined(CollectiveContext& ctx, const std::vector<int>& nodeRanks,
-                                 CollectiveContext* shmNode, SharedStaging* st,
-                                 CollectiveContext& rail, void* data, size_t count, DType dt,
-                                 ReduceOp op, size_t pieceElems, const RailCast* cast = nullptr);
+// the next. `shmNode` and `st`: the node's context over a ready staging
+// (both stages then run here, sliced into the pieces), or both null (the
+// caller has reduce-scattered the node's segments and all-gathers them after);
+// `rail`: this rank's rail (narrowed); g, l: ranks per node, this rank's local
+// rank. Ends with this rank's segment reduced over the group (AVG divided).
+// Every rank of the group must call it with the same count and pieceElems.
+// `cast` (float32 SUM/AVG only): the rail sends 16-bit values instead.
+void allreduceSplitRailPipelined(CollectiveContext* shmNode, SharedStaging* st,
+                                 CollectiveContext& rail, int g, int l, void* data, size_t count,
+                                 DType dt, ReduceOp op, size_t pieceElems,
+                                 const RailCast* cast = nullptr);
 
 // allreduce_leaders.cpp: intra reduce to the node leader, all-reduce among the
 // leaders (`inter`, empty = defaultRailAllreduce), intra broadcast.

@@ -100,31 +100,34 @@ void allreduceHierarchical(CollectiveContext& ctx, void* data, size_t count, DTy
       shmNode.reset();
     }
   }
-  // Note [Pipelined split-rail]: large vectors with the default rail go
-  // piece by piece. The rule depends only on values every rank shares.
+  // Note [Pipelined split-rail]: large vectors with the default rail (or a
+  // cast) go piece by piece, the shared-memory stages sliced into the
+  // pieces. The rule depends only on values every rank shares.
   const size_t pieceElems = (ctx.railPieceBytes == kRailPieceAuto ? railPieceFor(seg.size(0) * elem)
                                                                   : ctx.railPieceBytes) /
                             elem;
-  if (n > 1 && (!rail || cast) && pieceElems > 0 && seg.size(0) >= 2 * pieceElems) {
-    auto railCtx = ctx.narrow(t.rail(l), kRailPhase);
-    allreduceSplitRailPipelined(ctx, node, shmNode ? &*shmNode : nullptr, st, railCtx, data, count,
-                                dt, op, pieceElems, cast);
-    return;
-  }
+  const bool pipelined =
+      n > 1 && (!rail || cast) && pieceElems > 0 && seg.size(0) >= 2 * pieceElems;
   if (shmNode) {
-    shmSegmentReduceScatter(*shmNode, *st, data, count, dt, stageOp);
+    if (!pipelined) shmSegmentReduceScatter(*shmNode, *st, data, count, dt, stageOp);
   } else if (g > 1) {
     auto intra = ctx.narrow(node, kIntraReduceScatterPhase);
     reduceScatterRingBlocks(intra, blocks, counts, dt, stageOp);
   }
-  if (n > 1) {
+  if (pipelined) {
     auto railCtx = ctx.narrow(t.rail(l), kRailPhase);
-    (rail ? rail : RailAllreduceFn(defaultRailAllreduce))(railCtx, blocks[l], counts[l], dt,
-                                                          stageOp);
+    allreduceSplitRailPipelined(shmNode ? &*shmNode : nullptr, st, railCtx, g, l, data, count, dt,
+                                op, pieceElems, cast);
+  } else {
+    if (n > 1) {
+      auto railCtx = ctx.narrow(t.rail(l), kRailPhase);
+      (rail ? rail : RailAllreduceFn(defaultRailAllreduce))(railCtx, blocks[l], counts[l], dt,
+                                                            stageOp);
+    }
+    if (op == ReduceOp::kAvg) finishAvg(blocks[l], counts[l], dt, P);
   }
-  if (op == ReduceOp::kAvg) finishAvg(blocks[l], counts[l], dt, P);
   if (shmNode) {
-    shmSegmentAllgather(*shmNode, *st, data, count, dt);
+    if (!pipelined) shmSegmentAllgather(*shmNode, *st, data, count, dt);
   } else if (g > 1) {
     auto intra = ctx.narrow(node, kIntraAllgatherPhase);
     allgatherRingBlocks(intra, blocks, bytes);

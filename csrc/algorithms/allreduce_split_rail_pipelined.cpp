@@ -70,10 +70,10 @@
 // at 2x2 and from 1.54-1.76x to 1.71-1.84x at 2x4, the link from 75-89 % to
 // 83-94 % busy (same run, d0c1aef; README "Multi-host").
 //
-// Where a node could not map the staging (Note [Shared staging]), its intra-
-// node stages run as whole-vector rings before and after the pieces (the
-// rings reuse their slots per call, so they cannot be sliced into pieces of
-// one collective); the rail pieces are the same on every node either way.
+// Where a node could not map the staging (Note [Shared staging]), the caller
+// runs its intra-node stages as whole-vector rings before and after this
+// (the rings reuse their slots per call, so they cannot be sliced into pieces
+// of one collective); the rail pieces are the same on every node either way.
 #include <algorithm>
 #include <chrono>
 #include <vector>
@@ -86,9 +86,8 @@
 namespace distx {
 namespace {
 
-constexpr uint32_t kIntraReduceScatterPhase = 1;  // the ring fallback's phases,
-constexpr uint32_t kIntraAllgatherPhase = 3;      // as in allreduce_hierarchical.cpp
-constexpr uint32_t kDenseRedoPhase = 5;           // a cast piece redone densely
+constexpr uint32_t kDenseRedoPhase = 5;  // a cast piece redone densely (1-4: the
+                                         // stages of allreduce_hierarchical.cpp)
 
 struct PieceRequests {
   std::vector<RequestPtr> rsRecv, rsSend, agRecv, agSend;
@@ -108,14 +107,11 @@ struct Carve {
 
 }  // namespace
 
-void allreduceSplitRailPipelined(CollectiveContext& ctx, const std::vector<int>& nodeRanks,
-                                 CollectiveContext* shmNode, SharedStaging* st,
-                                 CollectiveContext& rail, void* data, size_t count, DType dt,
-                                 ReduceOp op, size_t pieceElems, const RailCast* cast) {
+void allreduceSplitRailPipelined(CollectiveContext* shmNode, SharedStaging* st,
+                                 CollectiveContext& rail, int g, int l, void* data, size_t count,
+                                 DType dt, ReduceOp op, size_t pieceElems, const RailCast* cast) {
   if (!shmNode) st = nullptr;
-  const int g = static_cast<int>(nodeRanks.size()), n = rail.size(), me = rail.rank();
-  const int l = static_cast<int>(std::find(nodeRanks.begin(), nodeRanks.end(), ctx.rank()) -
-                                 nodeRanks.begin());
+  const int n = rail.size(), me = rail.rank();
   const int P = g * n;
   const ReduceOp stageOp = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
   DISTX_CHECK(!cast || (dt == DType::kFloat32 && stageOp == ReduceOp::kSum), InvalidArgument,
@@ -129,18 +125,6 @@ void allreduceSplitRailPipelined(CollectiveContext& ctx, const std::vector<int>&
   checkSlots(rail, 2 * pieces);
   auto* mine = static_cast<uint8_t*>(data) + seg.offset(l) * elem;
   const size_t mineCount = seg.size(l);
-
-  std::vector<void*> blocks(g);
-  std::vector<size_t> counts(g), bytes(g);
-  for (int i = 0; i < g; ++i) {
-    blocks[i] = static_cast<uint8_t*>(data) + seg.offset(i) * elem;
-    counts[i] = seg.size(i);
-    bytes[i] = counts[i] * elem;
-  }
-  if (!st && g > 1) {
-    auto intra = ctx.narrow(nodeRanks, kIntraReduceScatterPhase);
-    reduceScatterRingBlocks(intra, blocks, counts, dt, stageOp);
-  }
 
   // Scratch, two pieces of each in flight: the reduce-scatter's inboxes (n-1
   // peers); with a cast also the encoded piece (sent), the gathered piece
@@ -320,10 +304,6 @@ void allreduceSplitRailPipelined(CollectiveContext& ctx, const std::vector<int>&
     if (k >= 2) finish(k - 2);
   }
 
-  if (!st && g > 1) {
-    auto intra = ctx.narrow(nodeRanks, kIntraAllgatherPhase);
-    allgatherRingBlocks(intra, blocks, bytes);
-  }
   if (cast) cast->account(mineCount, n, me, wireBytes, codecNanos, redos);
 }
 
