@@ -6,6 +6,7 @@ devices, so ``torch.distributed.init_process_group(backend="distx")`` works.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 # UCX 1.13 installs SIGSEGV/SIGBUS handlers by default, which hide Python's own
@@ -58,3 +59,6 @@ def ucx_version() -> str:
 
 
 register()
+# Note [Shutdown at exit] (csrc/backend/process_group_distx.cpp): groups the
+# script never destroyed stop their threads before the interpreter finalizes.
+atexit.register(_C._shutdown_live_groups)

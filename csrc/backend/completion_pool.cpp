@@ -10,8 +10,18 @@ CompletionPool::~CompletionPool() {
     stop_ = true;
   }
   cv_.notify_all();
-  for (auto& t : threads_)
-    t.join();
+  // A task still running may post another (and start a thread): join until
+  // no thread is left, never touching threads_ outside the lock.
+  for (;;) {
+    std::vector<std::thread> joining;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      joining.swap(threads_);
+    }
+    if (joining.empty()) return;
+    for (auto& t : joining)
+      t.join();
+  }
 }
 
 void CompletionPool::post(std::function<void()> fn) {

@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <functional>
 
 #include "algorithms/select.h"
@@ -23,6 +24,10 @@ namespace {
 // flight fails too. A silent peer (alive, or dead with DISTX_LIVENESS=0) thus
 // costs destroy_process_group one timeout, not one per queued op.
 constexpr auto kShutdownCap = std::chrono::seconds(30);
+// At interpreter exit (Note [Shutdown at exit]) the bound is shorter: a script
+// that dies of an exception with ops queued that its peers never join should
+// not sit out 30 s before it can report.
+constexpr auto kExitShutdownCap = std::chrono::seconds(5);
 
 // How long the idle worker thread polls its queue before sleeping.
 constexpr auto kWorkerPoll = std::chrono::microseconds(50);
@@ -278,6 +283,9 @@ void ProcessGroupDistx::run(Queued& q) {
       stageScratch_.assign(tag::kMaxPhases, {});
     }
   }
+  // The job's captures hold the caller's tensors: let go of them before the
+  // caller can see the Work finish (Note [Shutdown at exit]).
+  q.job = nullptr;
   WorkDistx::complete(q.work, error, *completions_);
 }
 
@@ -354,9 +362,21 @@ uint64_t ProcessGroupDistx::getSequenceNumberForGroup() {
   return seq_;
 }
 
+bool ProcessGroupDistx::shutdownAtExit() {
+  if (shutDown_.load()) return false;
+  DISTX_LOG(LogLevel::kInfo, prefix("exit", 0),
+            "shutting down at interpreter exit (destroy_process_group() was not called)");
+  shutdownBy(Clock::now() + std::min<std::chrono::milliseconds>(timeout_.load(), kExitShutdownCap));
+  return true;
+}
+
 void ProcessGroupDistx::shutdown() {
+  shutdownBy(shutdownDeadline());
+}
+
+void ProcessGroupDistx::shutdownBy(Deadline deadline) {
   if (shutDown_.exchange(true)) return;
-  stopWorker(/*drain=*/true, shutdownDeadline());  // queued CUDA stages use the CUDA half
+  stopWorker(/*drain=*/true, deadline);  // queued CUDA stages use the CUDA half
   if (auto cuda = takeCuda()) cuda->shutdown();
   stopP2P("the process group was shut down");
   if (liveness_) liveness_->leave();
@@ -409,7 +429,47 @@ c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
   } catch (const Error& e) {
     TORCH_CHECK_VALUE(false, "distx: ", e.what());
   }
-  return c10::make_intrusive<ProcessGroupDistx>(store, rank, size, config);
+  auto pg = c10::make_intrusive<ProcessGroupDistx>(store, rank, size, config);
+  liveGroups().add(pg);
+  return pg;
+}
+
+// Note [Shutdown at exit]
+// A script that never calls destroy_process_group() (Lightning's DDP strategy
+// is one) leaves the group alive into interpreter finalization. Its threads
+// may still drop the last reference to a tensor Python knows, which takes
+// the GIL; during finalization that call ends the thread with a forced
+// unwind, and the unwind through a destructor aborts the process
+// ("terminate called without an active exception"). torch_distx registers an
+// atexit handler that runs shutdownLiveGroups() before finalization starts,
+// with the GIL released: every live group drains (bounded) and joins its
+// threads, and nothing of ours touches Python afterwards.
+LiveGroups& liveGroups() {
+  static auto* groups = new LiveGroups();  // never destroyed: used at exit
+  return *groups;
+}
+
+void LiveGroups::add(const c10::intrusive_ptr<ProcessGroupDistx>& pg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  groups_.erase(
+      std::remove_if(groups_.begin(), groups_.end(), [](const auto& g) { return g.expired(); }),
+      groups_.end());
+  groups_.emplace_back(pg);
+}
+
+int LiveGroups::shutdownAll() {
+  std::vector<c10::intrusive_ptr<ProcessGroupDistx>> alive;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& g : groups_) {
+      if (auto pg = g.lock()) alive.push_back(std::move(pg));
+    }
+    groups_.clear();
+  }
+  int stopped = 0;
+  for (auto& pg : alive)
+    stopped += pg->shutdownAtExit() ? 1 : 0;
+  return stopped;
 }
 
 }  // namespace distx

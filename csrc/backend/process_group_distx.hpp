@@ -116,6 +116,8 @@ class ProcessGroupDistx final : public c10d::Backend {
   void setSequenceNumberForGroup() override {}
   void shutdown() override;
   void abort() override;
+  // shutdown() from the atexit handler; false when already shut down.
+  bool shutdownAtExit();
 
   // Note [Topology]: the node map of this group, every rank's host record and
   // what the exchange noticed (for torch_distx.topology()).
@@ -129,6 +131,7 @@ class ProcessGroupDistx final : public c10d::Backend {
   // Note [Device dispatch]: the CUDA half, created by the first CUDA call.
   c10d::Backend& cuda();
   c10::intrusive_ptr<c10d::Backend> takeCuda();  // for shutdown, abort and destruction
+  void shutdownBy(Deadline deadline);            // shutdown() with its drain ending at `deadline`
   using Job = std::function<void(CollectiveContext&)>;
   struct Queued {
     c10::intrusive_ptr<WorkDistx> work;
@@ -207,6 +210,21 @@ class ProcessGroupDistx final : public c10d::Backend {
 
 // `options`: the fields of torch_distx.Options the user set (compress,
 // compress_ef, compress_min_bytes, compress_scope, compress_log_every), as strings.
+// Every group this process created and has not destroyed, for the atexit
+// shutdown (Note [Shutdown at exit]).
+class LiveGroups {
+ public:
+  void add(const c10::intrusive_ptr<ProcessGroupDistx>& pg);
+  // Shuts down each live group not yet shut down; returns how many it did.
+  // Call with the GIL released: the groups' threads may need it to finish.
+  int shutdownAll();
+
+ private:
+  std::mutex mu_;
+  std::vector<c10::weak_intrusive_ptr<ProcessGroupDistx>> groups_;
+};
+LiveGroups& liveGroups();
+
 c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, double timeoutSeconds,
     const std::string& groupName, const std::map<std::string, std::string>& options = {});

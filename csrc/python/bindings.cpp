@@ -25,6 +25,11 @@ PYBIND11_MODULE(_C, m) {
         py::call_guard<py::gil_scoped_release>(),
         "Creates the distx c10d backend for one process group (called by torch.distributed).");
   m.def(
+      "_shutdown_live_groups", [] { return distx::liveGroups().shutdownAll(); },
+      py::call_guard<py::gil_scoped_release>(),
+      "Shuts down every distx group still alive; torch_distx runs it at exit "
+      "(Note [Shutdown at exit]). Returns how many it shut down.");
+  m.def(
       "_topology",
       [](const c10::intrusive_ptr<c10d::Backend>& backend) {
         auto* pg = dynamic_cast<distx::ProcessGroupDistx*>(backend.get());

@@ -1,11 +1,14 @@
 // Lifetime limits of the algorithms and the backend's completion pool:
 // the tag's slot field is checked, not wrapped; reduce_tree's scratch does
 // not grow with the tensor; the completion pool never runs a task on the
-// poster's thread, even when every pool thread is busy.
+// poster's thread, even when every pool thread is busy, and its destructor
+// runs and joins what its tasks post while it is being destroyed.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -87,6 +90,30 @@ TEST(CompletionPool, NeverRunsATaskOnThePostersThreadWhenFull) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(ran.load(), CompletionPool::kMaxThreads + 3);
   EXPECT_EQ(onPoster.load(), 0);
+}
+
+TEST(CompletionPool, DestructionRunsAndJoinsWhatItsTasksPost) {
+  auto pool = std::make_unique<CompletionPool>();
+  CompletionPool* raw = pool.get();
+  constexpr int kChain = 40;
+  std::atomic<int> ran{0};
+  std::atomic<bool> destroying{false};
+  std::function<void(int)> link = [&](int depth) {
+    // The first link waits until the destructor is about to run, so the
+    // rest of the chain is posted while it joins.
+    while (depth == 0 && !destroying.load())
+      std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    ran++;
+    if (depth + 1 < kChain) raw->post([&link, depth] { link(depth + 1); });
+  };
+  // Busy tasks keep several threads alive, so the chain's posts may start more.
+  for (int i = 0; i < 4; ++i)
+    pool->post([] { std::this_thread::sleep_for(std::chrono::milliseconds(5)); });
+  pool->post([&link] { link(0); });
+  destroying = true;
+  pool.reset();  // must return only after the whole chain ran and every thread joined
+  EXPECT_EQ(ran.load(), kChain);
 }
 
 }  // namespace

@@ -8,13 +8,19 @@
   used to leak a UCP context and worker each time);
 - a send abandoned by a timed-out collective keeps its buffer: a late peer
   reads the data that was sent, never freed or reused memory (Note [Parked
-  buffers]).
+  buffers]);
+- a script that never calls destroy_process_group() exits cleanly, with ops
+  still queued or not, and a rank that dies of an exception with an op its
+  peer never joins exits within the short exit bound (Note [Shutdown at
+  exit]).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -22,7 +28,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distx_testing import current_store, run_ranks
+from distx_testing import current_store, free_port, run_ranks
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -136,3 +142,68 @@ def test_a_timed_out_send_keeps_its_buffer_for_the_late_peer() -> None:
     assert r0["timed_out"], "rank 0's broadcast should have timed out waiting for rank 1"
     assert r1["error"] is None, f"the late receive failed: {r1['error']}"
     assert r1["values"] == [1.0], f"the late receive read freed or reused memory: {r1['values']}"
+
+
+_NO_DESTROY = """
+import sys, time
+import torch, torch.distributed as dist, torch_distx  # noqa: F401
+
+dist.init_process_group("distx")
+rank = dist.get_rank()
+if sys.argv[1] == "clean":
+    x = torch.full((1 << 16,), float(rank))
+    for _ in range(50):
+        out = [torch.empty_like(x) for _ in range(2)]
+        dist.all_gather(out, x)  # returns; the worker lets go of its tensors after
+        assert out[1][0].item() == 1.0
+    pending = [dist.all_reduce(torch.ones(1 << 18), async_op=True) for _ in range(4)]
+    pending[-1].get_future().then(lambda f: f.value())
+    print(f"rank {rank}: leaving without destroy_process_group", flush=True)
+elif rank == 1:
+    time.sleep(60)  # alive, never joins rank 0's all_reduce; killed by the test
+else:
+    dist.all_reduce(torch.ones(4), async_op=True)
+    print(f"raising at {time.monotonic()}", flush=True)
+    raise ValueError("the training script failed")
+"""
+
+
+def _spawn(script: str, mode: str, rank: int, port: int) -> subprocess.Popen:
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+               LOCAL_RANK=str(rank))
+    return subprocess.Popen([sys.executable, script, mode], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_exit_without_destroy_process_group_is_clean(tmp_path) -> None:
+    # Before Note [Shutdown at exit], the worker thread let go of the last
+    # tensor during interpreter finalization and the process aborted
+    # ("terminate called without an active exception"), every time with ops
+    # still queued, and now and then after Lightning's DDP strategy.
+    script = tmp_path / "no_destroy.py"
+    script.write_text(_NO_DESTROY)
+    port = free_port()
+    procs = [_spawn(str(script), "clean", r, port) for r in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    for rank, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"rank {rank} exited with {p.returncode}:\n{out}"
+        assert "terminate called" not in out, out
+        assert f"rank {rank}: leaving without destroy_process_group" in out, out
+
+
+def test_exit_after_an_exception_is_bounded(tmp_path) -> None:
+    script = tmp_path / "no_destroy.py"
+    script.write_text(_NO_DESTROY)
+    port = free_port()
+    procs = [_spawn(str(script), "raise", r, port) for r in range(2)]
+    try:
+        out = procs[0].communicate(timeout=60)[0]
+        exited = time.monotonic()
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
+    assert procs[0].returncode == 1, f"rank 0 exited with {procs[0].returncode}:\n{out}"
+    assert "ValueError: the training script failed" in out, out
+    raised = float(out.split("raising at ")[1].split()[0])
+    # The queued all_reduce drains for at most min(timeout, 5 s), not 30 s.
+    assert exited - raised < 20, f"rank 0 took {exited - raised:.1f} s to exit:\n{out}"
