@@ -74,19 +74,26 @@ def _data():
     return f(xtr), torch.tensor(ytr), f(xte), torch.tensor(yte)
 
 
+def mlp(hidden: int, seed: int):
+    """64-H-H-H-10 on the digits (also ddp_step_timeline.py's model)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
 def _make(name: str, hidden: int, seed: int):
     import torch
     import torch.distributed as dist
-    from torch import nn
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     import torch_distx
     from torch_distx import hooks
 
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    model = mlp(hidden, seed)
     switch = {"distx-fp16": "fp16", "distx-bf16": "bf16", "distx-topk": "topk:0.01",
               "distx-fp16-all": "fp16", "distx-topk-all": "topk:0.01"}
     if name.startswith("gloo"):
