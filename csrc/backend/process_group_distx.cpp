@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <functional>
@@ -452,19 +453,23 @@ LiveGroups& liveGroups() {
 void LiveGroups::add(const c10::intrusive_ptr<ProcessGroupDistx>& pg) {
   std::lock_guard<std::mutex> lock(mu_);
   groups_.erase(
-      std::remove_if(groups_.begin(), groups_.end(), [](const auto& g) { return g.expired(); }),
+      std::remove_if(groups_.begin(), groups_.end(), [](const Entry& e) { return e.pg.expired(); }),
       groups_.end());
-  groups_.emplace_back(pg);
+  groups_.push_back({c10::weak_intrusive_ptr<ProcessGroupDistx>(pg), getpid()});
 }
 
 int LiveGroups::shutdownAll() {
   std::vector<c10::intrusive_ptr<ProcessGroupDistx>> alive;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& g : groups_) {
-      if (auto pg = g.lock()) alive.push_back(std::move(pg));
+    const pid_t self = getpid();
+    for (auto& e : groups_) {
+      if (e.pid != self) continue;  // a forked child's copy of its parent's group
+      if (auto pg = e.pg.lock()) alive.push_back(std::move(pg));
     }
-    groups_.clear();
+    groups_.erase(std::remove_if(groups_.begin(), groups_.end(),
+                                 [self](const Entry& e) { return e.pid == self; }),
+                  groups_.end());
   }
   int stopped = 0;
   for (auto& pg : alive)

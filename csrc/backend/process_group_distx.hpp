@@ -12,6 +12,8 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -215,13 +217,19 @@ class ProcessGroupDistx final : public c10d::Backend {
 class LiveGroups {
  public:
   void add(const c10::intrusive_ptr<ProcessGroupDistx>& pg);
-  // Shuts down each live group not yet shut down; returns how many it did.
-  // Call with the GIL released: the groups' threads may need it to finish.
+  // Shuts down each live group this process created and has not shut down;
+  // returns how many it did. A forked child skips its parent's groups: their
+  // threads are not in the child. Call with the GIL released: the groups'
+  // threads may need it to finish.
   int shutdownAll();
 
  private:
+  struct Entry {
+    c10::weak_intrusive_ptr<ProcessGroupDistx> pg;
+    pid_t pid;  // the process that created the group
+  };
   std::mutex mu_;
-  std::vector<c10::weak_intrusive_ptr<ProcessGroupDistx>> groups_;
+  std::vector<Entry> groups_;
 };
 LiveGroups& liveGroups();
 

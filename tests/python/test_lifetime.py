@@ -11,14 +11,16 @@
   buffers]);
 - a script that never calls destroy_process_group() exits cleanly, with ops
   still queued or not, and a rank that dies of an exception with an op its
-  peer never joins exits within the short exit bound (Note [Shutdown at
-  exit]).
+  peer never joins exits within the short exit bound, and a forked child
+  that exits through atexit leaves its parent's groups alone (Note [Shutdown
+  at exit]).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -168,11 +170,15 @@ else:
 """
 
 
-def _spawn(script: str, mode: str, rank: int, port: int) -> subprocess.Popen:
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+def _spawn(script: str, mode: str, rank: int, port: int, world: int = 2) -> subprocess.Popen:
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                LOCAL_RANK=str(rank))
     return subprocess.Popen([sys.executable, script, mode], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _spawn_one(script: str, world: int) -> subprocess.Popen:
+    return _spawn(script, "", 0, free_port(), world=world)
 
 
 def test_exit_without_destroy_process_group_is_clean(tmp_path) -> None:
@@ -207,3 +213,33 @@ def test_exit_after_an_exception_is_bounded(tmp_path) -> None:
     raised = float(out.split("raising at ")[1].split()[0])
     # The queued all_reduce drains for at most min(timeout, 5 s), not 30 s.
     assert exited - raised < 20, f"rank 0 took {exited - raised:.1f} s to exit:\n{out}"
+
+
+_FORK = """
+import os, sys, torch, torch.distributed as dist, torch_distx  # noqa: F401
+
+dist.init_process_group("distx")
+t = torch.ones(4)
+dist.all_reduce(t)
+pid = os.fork()
+if pid == 0:
+    sys.exit(7)  # runs the atexit handlers in the child: the parent's group is not the child's
+_, status = os.waitpid(pid, 0)
+dist.all_reduce(t)  # the parent's group still works
+print(f"child exit {os.waitstatus_to_exitcode(status)} sum {t[0].item():.0f}", flush=True)
+"""
+
+
+def test_forked_child_exit_leaves_the_parents_group_alone(tmp_path) -> None:
+    script = tmp_path / "fork.py"
+    script.write_text(_FORK)
+    proc = _spawn_one(str(script), world=1)
+    try:
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        try:  # on a hang: the parent and its forked child (its own session)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, f"exited with {proc.returncode}:\n{out}"
+    assert "child exit 7 sum 1" in out, out
