@@ -1,7 +1,8 @@
 """Where a DDP step's time goes on the multi-host testbed, bucket by bucket.
 
     sudo .venv/bin/python benchmarks/ddp_step_timeline.py [--rate 1gbit] \\
-        [--configs distx,distx-fp16,distx-bf16,distx-topk] [--hidden 2560] [--steps 12] [--reps 3] [--json out.json]
+        [--configs distx,distx-fp16,distx-bf16,distx-topk,distx-hook-fp16,distx-hook-topk] \
+        [--hidden 2560] [--steps 12] [--reps 3] [--warmup 11] [--json out.json]
 
 2 hosts x 2 ranks, links throttled both ways (tests/multihost/testbed.py), the
 MLP of compression_multihost.py (64-H-H-H-10, 13.3 M parameters at H = 2560,
@@ -11,7 +12,10 @@ configuration's DDP carries a comm hook that does what DDP does without one
 switch applies exactly as without the hook) and records when DDP handed it
 each bucket (`ready`) and when that bucket's all-reduce finished (`done`),
 from the step's start; the step also records the end of the forward pass,
-of backward (which waits for every bucket) and of the optimizer step.
+of backward (which waits for every bucket) and of the optimizer step. The
+`distx-hook-*` configurations (not in the default list) time
+torch_distx.hooks.fp16_hook / topk_hook (ratio 0.01) on an uncompressed
+group the same way; they have no bare row.
 
 Columns (ms from the step's start, median over the timed steps of the
 slowest rank): fwd, ready0 (the first bucket handed over: the link cannot be
@@ -44,7 +48,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SWITCH = {"distx": "none", "distx-fp16": "fp16", "distx-bf16": "bf16", "distx-topk": "topk:0.01"}
+SWITCH = {"distx": "none", "distx-fp16": "fp16", "distx-bf16": "bf16", "distx-topk": "topk:0.01",
+          "distx-hook-fp16": "none", "distx-hook-topk": "none"}
 
 
 def _tx_bytes() -> int:
@@ -59,6 +64,7 @@ def worker(a: argparse.Namespace) -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     import torch_distx
+    from torch_distx import hooks
 
     sys.path.insert(0, HERE)
     from compression_multihost import _data, mlp
@@ -76,16 +82,26 @@ def worker(a: argparse.Namespace) -> None:
         r = {"ddp": ddp, "opt": torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9), "events": {},
              "t0": 0.0, "rows": [], "sizes": {}, "bare": [], "group": group}
 
-        def hook(r, bucket, group=group):
+        inner = None  # the distx hook a hook configuration times
+        if name == "distx-hook-fp16":
+            inner = (hooks.CastState(group), hooks.fp16_hook)
+        elif name == "distx-hook-topk":
+            inner = (hooks.TopKState(ratio=0.01, process_group=group), hooks.topk_hook)
+
+        def hook(r, bucket, group=group, inner=inner):
             i = bucket.index()
             r["events"][f"ready{i}"] = time.perf_counter() - r["t0"]
             r["sizes"][i] = bucket.buffer().numel()
-            buf = bucket.buffer().div_(ws)
-            fut = dist.all_reduce(buf, group=group, async_op=True).get_future()
+            if inner:
+                fut = inner[1](inner[0], bucket)
+            else:
+                buf = bucket.buffer().div_(ws)
+                fut = dist.all_reduce(buf, group=group, async_op=True).get_future()
 
             def done(f, i=i):
                 r["events"][f"done{i}"] = time.perf_counter() - r["t0"]
-                return f.value()[0]
+                v = f.value()
+                return v[0] if isinstance(v, list) else v
 
             return fut.then(done)
 
@@ -140,8 +156,9 @@ def worker(a: argparse.Namespace) -> None:
 
     for rep in range(a.reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
-            for s in range(a.steps):
-                runs[name]["bare"].append(bare(runs[name]))
+            if "hook" not in name:  # a hook has no bare all-reduce to compare with
+                for s in range(a.steps):
+                    runs[name]["bare"].append(bare(runs[name]))
     if rank == 0:
         with open(a.out, "w") as f:
             json.dump({name: {"steps": r["rows"], "bare": r["bare"]} for name, r in runs.items()}, f)
@@ -176,7 +193,8 @@ def summarise(raw: dict, rate_bits: float) -> list[dict]:
                      "min_step": min(s["step"] for s in steps), "max_step": max(s["step"] for s in steps),
                      "mb_link": mb, "link_mbps": mb / (done_last - ready0),
                      "at_rate": ready0 + mb * 8e6 / rate_bits + (step - done_last),
-                     "bucket_ms": _bucket_ms(steps, n, True), "bare_ms": _bucket_ms(r["bare"], n, False)})
+                     "bucket_ms": _bucket_ms(steps, n, True),
+                     "bare_ms": _bucket_ms(r["bare"], n, False) if r["bare"] else [None] * n})
     base = next((r for r in rows if r["config"] == "distx"), None)
     for r in rows:
         r["x_distx"] = base["step"] / r["step"] if base else None
@@ -187,30 +205,31 @@ def summarise(raw: dict, rate_bits: float) -> list[dict]:
 def print_table(rate: str, rows: list[dict]) -> None:
     print(f"\n# DDP step timeline, 2 hosts x 2 ranks, links {rate}; ms from the step's start, medians")
     cols = ["fwd", "ready0", "ready_last", "done0", "done_last", "step"]
-    print(f"{'config':<12}" + "".join(f"{c:>11}" for c in cols)
+    print(f"{'config':<16}" + "".join(f"{c:>11}" for c in cols)
           + f"{'x_distx':>9}{'MB_link':>9}{'link_MBps':>11}{'at_rate_ms':>12}{'bound_x':>9}")
     for r in rows:
         x = f"{r['x_distx']:9.2f}" if r["x_distx"] else f"{'-':>9}"
         b = f"{r['bound_x']:9.2f}" if r["bound_x"] else f"{'-':>9}"
-        print(f"{r['config']:<12}" + "".join(f"{1e3 * r[c]:11.0f}" for c in cols)
+        print(f"{r['config']:<16}" + "".join(f"{1e3 * r[c]:11.0f}" for c in cols)
               + f"{x}{r['mb_link']:9.1f}{r['link_mbps']:11.0f}{1e3 * r['at_rate']:12.0f}{b}")
     print("\n# each bucket's all-reduce, ms: in the step (from max(ready, previous done) to done) "
           "vs the same buckets back to back with no compute (bare)")
     for r in rows:
-        pairs = "  ".join(f"b{i} {1e3 * s:.0f} / bare {1e3 * b:.0f}"
+        pairs = "  ".join(f"b{i} {1e3 * s:.0f} / bare " + (f"{1e3 * b:.0f}" if b is not None else "-")
                           for i, (s, b) in enumerate(zip(r["bucket_ms"], r["bare_ms"])))
-        print(f"{r['config']:<12}{pairs}   tail after the last bucket {1e3 * (r['step'] - r['done_last']):.0f}")
+        print(f"{r['config']:<16}{pairs}   tail after the last bucket {1e3 * (r['step'] - r['done_last']):.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate", default="1gbit")
-    p.add_argument("--configs", default=",".join(SWITCH))
+    p.add_argument("--configs", default="distx,distx-fp16,distx-bf16,distx-topk")
     p.add_argument("--hidden", type=int, default=2560)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=11,
+                   help="untimed steps per configuration first (topk_hook sends dense for 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
