@@ -441,10 +441,16 @@ c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
 // may still drop the last reference to a tensor Python knows, which takes
 // the GIL; during finalization that call ends the thread with a forced
 // unwind, and the unwind through a destructor aborts the process
-// ("terminate called without an active exception"). torch_distx registers an
-// atexit handler that runs shutdownLiveGroups() before finalization starts,
-// with the GIL released: every live group drains (bounded) and joins its
-// threads, and nothing of ours touches Python afterwards.
+// ("terminate called without an active exception"). So:
+// - torch_distx registers an atexit handler, _C._shutdown_live_groups
+//   (LiveGroups::shutdownAll), that runs before finalization starts, with the
+//   GIL released: every group this process created and nobody shut down
+//   drains its queue (for at most min(timeout, kExitShutdownCap)) and joins
+//   its threads, and nothing of ours touches Python afterwards;
+// - a forked child skips its parent's groups (their threads are not in the
+//   child; joining them would hang);
+// - the worker lets go of a job's captured tensors before it completes the
+//   Work, so a caller that waited never races the worker's release.
 LiveGroups& liveGroups() {
   static auto* groups = new LiveGroups();  // never destroyed: used at exit
   return *groups;

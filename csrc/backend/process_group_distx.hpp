@@ -210,8 +210,6 @@ class ProcessGroupDistx final : public c10d::Backend {
   c10::intrusive_ptr<c10d::Backend> cuda_;  // guarded by mu_; Note [Device dispatch]
 };
 
-// `options`: the fields of torch_distx.Options the user set (compress,
-// compress_ef, compress_min_bytes, compress_scope, compress_log_every), as strings.
 // Every group this process created and has not destroyed, for the atexit
 // shutdown (Note [Shutdown at exit]).
 class LiveGroups {
@@ -233,6 +231,8 @@ class LiveGroups {
 };
 LiveGroups& liveGroups();
 
+// `options`: the fields of torch_distx.Options the user set (compress,
+// compress_ef, compress_min_bytes, compress_scope, compress_log_every), as strings.
 c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, double timeoutSeconds,
     const std::string& groupName, const std::map<std::string, std::string>& options = {});
