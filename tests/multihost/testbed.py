@@ -53,7 +53,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -439,13 +438,11 @@ class Testbed:
         return self.run_all(argvs, env=env, timeout=timeout)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
+    # tests/python/distx_testing.py, by path (stdlib only, as this file).
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "python"))
+    from distx_testing import free_port
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["run", "torchrun", "up", "cleanup"])
     p.add_argument("--hosts", type=int, default=2)
@@ -481,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                               timeout=a.timeout)
         else:
             runs = tb.torchrun(cmd[0], cmd[1:], nproc_per_host=a.nproc_per_host, timeout=a.timeout,
-                               master_port=_free_port())
+                               master_port=free_port())
         sent = [x - y for x, y in zip(tb.tx_bytes(), before)]
         for r in runs:
             for line in r.output.splitlines():

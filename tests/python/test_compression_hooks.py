@@ -11,11 +11,12 @@ import datetime
 import multiprocessing as mp
 import os
 import pickle
-import socket
 import time
 import traceback
 
 import pytest
+
+from distx_testing import free_port
 
 RATIO = 0.05
 STEPS = 4
@@ -24,16 +25,10 @@ STEPS = 4
 MULTI_BUCKET = {"bucket_cap_mb_list": [0.002, 0.004, 0.01]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(nproc: int, backend: str, scenarios: list[str], timeout: float = 150.0) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, nproc, port, backend, scenarios, q)) for r in range(nproc)]
     for p in procs:
         p.start()

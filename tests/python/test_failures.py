@@ -11,18 +11,13 @@ import datetime
 import multiprocessing as mp
 import os
 import signal
-import socket
 import time
 
 import pytest
 
+from distx_testing import free_port
+
 KILL_TRIALS = int(os.environ.get("DISTX_KILL_TRIALS", "5"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(fn, nproc: int, *args, timeout: float = 90.0, env: dict | None = None) -> dict:
@@ -30,7 +25,7 @@ def _run(fn, nproc: int, *args, timeout: float = 90.0, env: dict | None = None) 
     returns {rank: result put on the queue} and the exit codes."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     old = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     try:

@@ -6,12 +6,13 @@ each endpoint uses."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from distx_testing import free_port
 
 SCRIPT = textwrap.dedent(
     """
@@ -25,12 +26,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(120)
 def test_same_host_ranks_use_shared_memory_with_liveness_on(tmp_path):
     script = tmp_path / "lanes.py"
@@ -38,7 +33,7 @@ def test_same_host_ranks_use_shared_memory_with_liveness_on(tmp_path):
     env = dict(os.environ, UCX_LOG_LEVEL="info", DISTX_LIVENESS="1")
     env.pop("UCX_TLS", None)
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
          str(script)],
         env=env, capture_output=True, text=True, timeout=110,
     )
