@@ -48,9 +48,26 @@ from .monitored import monitored_barrier  # noqa: E402
 from ._topology import local_host, topology  # noqa: E402
 from .options import Options  # noqa: E402
 
+# Public submodules that are imported on first attribute access (PEP 562), so
+# `import torch_distx; torch_distx.ps.attach(...)` works while a bare import
+# stays cheap (the parameter server, hooks and benchmarks are not loaded).
+_LAZY_SUBMODULES = ("bench", "hooks", "info", "ops", "ps")
+
 __all__ = ["Options", "compression_stats", "local_host", "monitored_barrier", "register", "topology",
-           "ucx_version", "__version__"]
+           "ucx_version", "__version__", *_LAZY_SUBMODULES]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")  # also sets the attribute: once only
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
 def ucx_version() -> str:
