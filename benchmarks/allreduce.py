@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -38,20 +37,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+# The package's quick benchmark (python -m torch_distx.bench allreduce without a
+# source tree) shares the dtypes, the size options and the outputs.
+from torch_distx.bench.allreduce import DTYPES, add_size_options, message_sizes, write_outputs
+
 __all__ = ["main", "run"]
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "float64": torch.float64, "int32": torch.int32, "int64": torch.int64}
 _BACKENDS = ("distx", "gloo")
 _MODES = ("back-to-back", "barrier")
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().rstrip("B")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
 
 
 def _memcpy_gbps(reps: int = 7, nbytes: int = 64 << 20) -> dict[str, float]:
@@ -100,7 +93,7 @@ def _body(rank: int, nproc: int, sizes: list[int], dtype_name: str, reps: int, m
     dist.init_process_group("distx", timeout=datetime.timedelta(seconds=600))
     groups = {"distx": dist.group.WORLD, "gloo": dist.new_group(backend="gloo")}
     sync = dist.new_group(backend="gloo")  # barriers and timing exchange only
-    dtype = _DTYPES[dtype_name]
+    dtype = DTYPES[dtype_name]
     elem = torch.tensor([], dtype=dtype).element_size()
 
     dist.barrier(group=sync)
@@ -221,31 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/allreduce.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nproc", default="2,4", help="comma-separated world sizes")
-    p.add_argument("--min-bytes", default="8")
-    p.add_argument("--max-bytes", default="64M")
-    p.add_argument("--step", type=int, default=4, help="size multiplier between rows")
-    p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES))
+    add_size_options(p)
     p.add_argument("--reps", type=int, default=5, help="repetitions per size, backend and mode")
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per measurement (sets iters)")
     p.add_argument("--max-iters", type=int, default=200)
     p.add_argument("--json", help="write every sample as JSON here")
     p.add_argument("--plot", help="write a busbw plot (PNG) here (needs matplotlib)")
     args = p.parse_args(argv)
-    sizes, s = [], parse_size(args.min_bytes)
-    while s <= parse_size(args.max_bytes):
-        sizes.append(s)
-        s *= args.step
-    if sizes[-1] != parse_size(args.max_bytes):
-        sizes.append(parse_size(args.max_bytes))
-    result = run([int(n) for n in args.nproc.split(",")], sizes, args.dtype, args.reps, args.min_time,
-                 args.max_iters)
+    result = run([int(n) for n in args.nproc.split(",")], message_sizes(args), args.dtype, args.reps,
+                 args.min_time, args.max_iters)
     result["meta"]["argv"] = sys.argv[1:] if argv is None else list(argv)
     print_tables(result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    if args.plot:
-        plot(result, args.plot)
+    write_outputs(result, args, plot)
     return 0
 
 

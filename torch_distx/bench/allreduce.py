@@ -24,22 +24,53 @@ import os
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 
 from torch_distx.bench import _spawn
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "float64": torch.float64, "int32": torch.int32, "int64": torch.int64}
+# Shared with benchmarks/allreduce.py: dtypes, message sizes, the size options, the outputs.
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "float64": torch.float64, "int32": torch.int32, "int64": torch.int64}
 
 
-def _parse_size(text: str) -> int:
+def parse_size(text: str) -> int:
+    """``"64M"``, ``"4K"``, ``"8"`` (``B`` suffix optional) -> bytes."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     text = text.strip().upper().rstrip("B")
     if text and text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
+
+
+def add_size_options(p: argparse.ArgumentParser) -> None:
+    """--min-bytes, --max-bytes, --step and --dtype (read back with :func:`message_sizes`)."""
+    p.add_argument("--min-bytes", default="8")
+    p.add_argument("--max-bytes", default="64M")
+    p.add_argument("--step", type=int, default=4, help="size multiplier between rows")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+
+
+def message_sizes(args: argparse.Namespace) -> list[int]:
+    """min-bytes, times step while <= max-bytes, and max-bytes itself."""
+    out, s = [], parse_size(args.min_bytes)
+    while s <= parse_size(args.max_bytes):
+        out.append(s)
+        s *= args.step
+    if out[-1] != parse_size(args.max_bytes):
+        out.append(parse_size(args.max_bytes))
+    return out
+
+
+def write_outputs(result: dict, args: argparse.Namespace, plot: Callable[[dict, str], None]) -> None:
+    """The results as JSON to --json and ``plot(result, path)`` to --plot, where given."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.plot:
+        plot(result, args.plot)
 
 
 def _time_allreduce(t: torch.Tensor, group, min_time: float, max_iters: int) -> float:
@@ -65,7 +96,7 @@ def _body(rank: int, nproc: int, sizes: list[int], dtype_name: str, min_time: fl
 
     dist.init_process_group("distx")
     groups = {"distx": None, "gloo": dist.new_group(backend="gloo")}
-    dtype = _DTYPES[dtype_name]
+    dtype = DTYPES[dtype_name]
     elem = torch.tensor([], dtype=dtype).element_size()
     rows = []
     for size in sizes:
@@ -139,25 +170,12 @@ def quick(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m torch_distx.bench allreduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--min-bytes", default="8")
-    p.add_argument("--max-bytes", default="64M")
-    p.add_argument("--step", type=int, default=4, help="size multiplier between rows")
-    p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES))
+    add_size_options(p)
     p.add_argument("--min-time", type=float, default=0.3, help="seconds per size and backend")
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--plot", help="write a busbw plot (PNG) here (needs matplotlib)")
     args = p.parse_args(argv)
-    sizes, s = [], _parse_size(args.min_bytes)
-    while s <= _parse_size(args.max_bytes):
-        sizes.append(s)
-        s *= args.step
-    if sizes[-1] != _parse_size(args.max_bytes):
-        sizes.append(_parse_size(args.max_bytes))
-    result = _spawn.run(args.nproc, _body, sizes, args.dtype, args.min_time)
+    result = _spawn.run(args.nproc, _body, message_sizes(args), args.dtype, args.min_time)
     _print_table(result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    if args.plot:
-        _plot(result, args.plot)
+    write_outputs(result, args, _plot)
     return 0

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from torch_distx.bench import _spawn
-from torch_distx.bench.allreduce import _parse_size
+from torch_distx.bench.allreduce import parse_size
 
 
 def _time(t: torch.Tensor, group, iters: int) -> float:
@@ -102,8 +102,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--json")
     args = p.parse_args(argv)
-    sizes, s = [], _parse_size(args.min_bytes)
-    while s <= _parse_size(args.max_bytes):
+    sizes, s = [], parse_size(args.min_bytes)
+    while s <= parse_size(args.max_bytes):
         sizes.append(s)
         s *= args.step
     nproc = 1 if args.mode == "world1" else 2
