@@ -37,8 +37,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+import _testbed_launch as launch
 
 
 def _parse_size(text: str) -> int:
@@ -55,12 +54,6 @@ def _fmt_size(n: int) -> str:
 
 
 # ---- rank side (runs under torchrun on a testbed host) --------------------------
-
-
-def _tx_bytes() -> int:
-    # /sys is this host's: `ip netns exec` remounts it for the namespace.
-    with open("/sys/class/net/eth0/statistics/tx_bytes") as f:
-        return int(f.read())
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -94,12 +87,12 @@ def worker(args: argparse.Namespace) -> None:
             os.environ["DISTX_ALGO"] = ("" if algo == "auto" else
                                         "hierarchical" if algo in piece_groups else algo)
         dist.barrier(group=gloo)
-        tx0 = _tx_bytes() if local0 else 0
+        tx0 = launch.tx_bytes() if local0 else 0
         start = time.perf_counter()
         dist.all_reduce(t, group=group)
         elapsed = time.perf_counter() - start
         dist.barrier(group=gloo)
-        tx = _tx_bytes() - tx0 if local0 else 0
+        tx = launch.tx_bytes() - tx0 if local0 else 0
         if t[0].item() != ws or t[-1].item() != ws:
             raise RuntimeError(f"{algo} {size}: wrong result {t[0].item()} (want {ws})")
         return elapsed, tx
@@ -201,19 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", default=None, help="tbf burst (default: ~1 ms of traffic, >= 64 KiB)")
     p.add_argument("--json")
     p.add_argument("--plot")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
+    launch.add_worker_options(p)
     a = p.parse_args(argv)
     if a.worker:
         worker(a)
         return 0
-
-    sys.path.insert(0, os.path.join(REPO, "tests", "multihost"))
-    from testbed import Testbed, parse_rate, unavailable_reason
-
-    reason = unavailable_reason()
-    if reason:
-        print(f"testbed unavailable: {reason}", file=sys.stderr)
+    testbed = launch.testbed("testbed unavailable")
+    if testbed is None:
         return 2
     sizes = ",".join(str(_parse_size(s)) for s in a.sizes.split(","))
     configs = [tuple(int(x) for x in c.split("x")) for c in a.configs.split(",")]
@@ -223,29 +210,25 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     port = 29700
     for hosts, per_host in configs:
-        with Testbed(hosts, None, burst=a.burst) as tb, tempfile.TemporaryDirectory() as tmp:
+        with testbed.Testbed(hosts, None, burst=a.burst) as tb, tempfile.TemporaryDirectory() as tmp:
             for rate in a.rates.split(","):
                 tb.set_rate(None if rate == "none" else rate)
                 out = os.path.join(tmp, f"{rate}.json")
-                args = ["--worker", "--out", out, "--sizes", sizes, "--algos", a.algos, "--reps", str(a.reps)]
+                args = ["--sizes", sizes, "--algos", a.algos, "--reps", str(a.reps)]
                 port += 1
                 t0 = time.time()
-                res = tb.torchrun(os.path.abspath(__file__), args, nproc_per_host=per_host, env=env,
-                                  master_port=port, timeout=1800)
-                if any(r.returncode for r in res) or not os.path.exists(out):
-                    for r in res:
-                        print(f"--- host {r.host} rc={r.returncode}\n{r.output[-4000:]}", file=sys.stderr)
+                raw = launch.run_workers(tb, __file__, out, args, nproc_per_host=per_host, env=env,
+                                         master_port=port, timeout=1800)
+                if raw is None:
                     return 1
-                with open(out) as f:
-                    raw = json.load(f)
                 run = {"hosts": hosts, "per_host": per_host, "rate": rate, "reps": a.reps,
                        "tbf_burst": a.burst or "auto", "wall_s": time.time() - t0,
-                       "summary": _summarise(raw["rows"], raw["world"], parse_rate(rate) if rate != "none" else float("inf"))}
+                       "summary": _summarise(raw["rows"], raw["world"], testbed.parse_rate(rate) if rate != "none" else float("inf"))}
                 runs.append(run)
                 _print_table(run)
                 sys.stdout.flush()
     meta = {"load_avg": os.getloadavg(), "cpus": os.cpu_count(),
-            "git": subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+            "git": subprocess.run(["git", "-C", launch.REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                                   text=True).stdout.strip()}
     if a.json:
         with open(a.json, "w") as f:

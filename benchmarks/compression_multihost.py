@@ -49,18 +49,13 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+import _testbed_launch as launch
+
 CONFIGS = ["distx", "distx-fp16", "distx-bf16", "distx-topk", "distx-fp16-all", "distx-topk-all",
            "distx-hook-fp16", "distx-hook-topk", "gloo", "gloo-torch-fp16", "gloo-powersgd", "no-comm"]
 
 
 # ---- rank side (runs under torchrun on a testbed host) --------------------------
-
-
-def _tx_bytes() -> int:
-    with open("/sys/class/net/eth0/statistics/tx_bytes") as f:
-        return int(f.read())
 
 
 def _data():
@@ -164,10 +159,10 @@ def worker(args: argparse.Namespace) -> None:
             r = runs[name]
             for _ in range(args.steps):
                 dist.barrier(group=gloo)
-                tx0, t0 = _tx_bytes(), time.perf_counter()
+                tx0, t0 = launch.tx_bytes(), time.perf_counter()
                 step(r)
                 dt = torch.tensor([time.perf_counter() - t0])
-                tx = _tx_bytes() - tx0
+                tx = launch.tx_bytes() - tx0
                 dist.all_reduce(dt, op=dist.ReduceOp.MAX, group=gloo)
                 txs = torch.tensor([float(tx)])
                 dist.all_reduce(txs, op=dist.ReduceOp.MAX, group=gloo)
@@ -256,37 +251,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--json")
     p.add_argument("--plot")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
+    launch.add_worker_options(p)
     a = p.parse_args(argv)
     a.configs = a.configs.split(",") if isinstance(a.configs, str) else a.configs
     if a.worker:
         worker(a)
         return 0
-    sys.path.insert(0, os.path.join(REPO, "tests", "multihost"))
-    from testbed import Testbed, unavailable_reason
-
-    reason = unavailable_reason()
-    if reason:
-        print(f"compression_multihost: {reason}", file=sys.stderr)
+    testbed = launch.testbed("compression_multihost")
+    if testbed is None:
         return 2
     results: dict = {}
-    with Testbed(2, None) as tb, tempfile.TemporaryDirectory() as tmp:
+    with testbed.Testbed(2, None) as tb, tempfile.TemporaryDirectory() as tmp:
         for rate in a.rates.split(","):
             tb.set_rate(rate)
             out = os.path.join(tmp, f"{rate}.json")
-            args = ["--worker", "--out", out, "--configs", ",".join(a.configs), "--hidden", str(a.hidden),
+            args = ["--configs", ",".join(a.configs), "--hidden", str(a.hidden),
                     "--batch", str(a.batch), "--steps", str(a.steps), "--reps", str(a.reps),
                     "--eval-every", str(a.eval_every), "--seed", str(a.seed), "--warmup", str(a.warmup)]
             env = dict(os.environ, OMP_NUM_THREADS="1", DISTX_COMPRESS="")
             t0 = time.time()
-            res = tb.torchrun(os.path.abspath(__file__), args, nproc_per_host=2, env=env, timeout=a.timeout)
-            if any(r.returncode != 0 for r in res):
-                for r in res:
-                    print(f"--- host {r.host} (rc {r.returncode})\n{r.output[-4000:]}", file=sys.stderr)
+            raw = launch.run_workers(tb, __file__, out, args, nproc_per_host=2, env=env, timeout=a.timeout)
+            if raw is None:
                 return 1
-            with open(out) as f:
-                raw = json.load(f)
             rows = _summarise(raw, a.target)
             results[rate] = {"rows": rows, "params": raw["params"], "seconds": time.time() - t0}
             _print_table(rate, rows, raw["params"], a.target)

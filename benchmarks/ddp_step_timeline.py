@@ -46,15 +46,11 @@ import sys
 import tempfile
 import time
 
+import _testbed_launch as launch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
 SWITCH = {"distx": "none", "distx-fp16": "fp16", "distx-bf16": "bf16", "distx-topk": "topk:0.01",
           "distx-hook-fp16": "none", "distx-hook-topk": "none"}
-
-
-def _tx_bytes() -> int:
-    with open("/sys/class/net/eth0/statistics/tx_bytes") as f:
-        return int(f.read())
 
 
 def worker(a: argparse.Namespace) -> None:
@@ -112,7 +108,7 @@ def worker(a: argparse.Namespace) -> None:
         idx = torch.arange((s * ws + rank) * a.batch, (s * ws + rank + 1) * a.batch) % len(xtr)
         dist.barrier(group=gloo)
         r["events"].clear()
-        tx0 = _tx_bytes()
+        tx0 = launch.tx_bytes()
         r["t0"] = time.perf_counter()
         r["opt"].zero_grad()
         loss = nn.functional.cross_entropy(r["ddp"](xtr[idx]), ytr[idx])
@@ -121,7 +117,7 @@ def worker(a: argparse.Namespace) -> None:
         loss.backward()
         r["opt"].step()
         ev["step"] = time.perf_counter() - r["t0"]
-        ev["tx"] = float(_tx_bytes() - tx0)
+        ev["tx"] = float(launch.tx_bytes() - tx0)
         keys = sorted(ev)
         vals = torch.tensor([ev[k] for k in keys], dtype=torch.float64)
         dist.all_reduce(vals, op=dist.ReduceOp.MAX, group=gloo)  # the slowest rank, the busiest host
@@ -232,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="untimed steps per configuration first (topk_hook sends dense for 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
+    launch.add_worker_options(p)
     a = p.parse_args(argv)
     a.configs = a.configs.split(",") if isinstance(a.configs, str) else a.configs
     unknown = [c for c in a.configs if c not in SWITCH]
@@ -242,26 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         worker(a)
         return 0
-    sys.path.insert(0, os.path.join(REPO, "tests", "multihost"))
-    from testbed import Testbed, unavailable_reason
-
-    reason = unavailable_reason()
-    if reason:
-        print(f"ddp_step_timeline: {reason}", file=sys.stderr)
+    testbed = launch.testbed("ddp_step_timeline")
+    if testbed is None:
         return 2
-    with Testbed(2, a.rate) as tb, tempfile.TemporaryDirectory() as tmp:
+    with testbed.Testbed(2, a.rate) as tb, tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "timeline.json")
-        args = ["--worker", "--out", out, "--configs", ",".join(a.configs), "--hidden", str(a.hidden),
+        args = ["--configs", ",".join(a.configs), "--hidden", str(a.hidden),
                 "--batch", str(a.batch), "--steps", str(a.steps), "--reps", str(a.reps), "--warmup", str(a.warmup),
                 "--seed", str(a.seed)]
         env = dict(os.environ, OMP_NUM_THREADS="1", DISTX_COMPRESS="")
-        res = tb.torchrun(os.path.abspath(__file__), args, nproc_per_host=2, env=env, timeout=1800)
-        if any(r.returncode != 0 for r in res):
-            for r in res:
-                print(f"--- host {r.host} (rc {r.returncode})\n{r.output[-4000:]}", file=sys.stderr)
+        raw = launch.run_workers(tb, __file__, out, args, nproc_per_host=2, env=env, timeout=1800)
+        if raw is None:
             return 1
-        with open(out) as f:
-            raw = json.load(f)
         rows = summarise(raw, tb.rate_bits)
     print_table(a.rate, rows)
     if a.json:
