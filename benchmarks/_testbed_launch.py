@@ -6,7 +6,8 @@ Each of them runs twice: as the orchestrator, outside the testbed, which makes
 the namespace hosts and starts itself under torchrun on every host with
 ``--worker --out PATH`` (:func:`run_workers`); and as those ranks, which find
 ``--worker`` set (:func:`add_worker_options`), measure, and write their results
-from rank 0 as JSON to PATH, read back by the orchestrator.
+from rank 0 as JSON to PATH, read back by the orchestrator. :func:`run` makes
+that choice after the command line is parsed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import os
 import sys
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +34,20 @@ def tx_bytes() -> int:
     for the namespace."""
     with open("/sys/class/net/eth0/statistics/tx_bytes") as f:
         return int(f.read())
+
+
+def run(a: argparse.Namespace, worker: Callable[[argparse.Namespace], None],
+        orchestrate: Callable[[argparse.Namespace, ModuleType], int], prefix: str) -> int:
+    """The exit code of the benchmark: on a rank (--worker) ``worker(a)``, 0;
+    else ``orchestrate(a, testbed module)``, or 2 where the testbed cannot run
+    here (after printing ``prefix: why``)."""
+    if a.worker:
+        worker(a)
+        return 0
+    module = testbed(prefix)
+    if module is None:
+        return 2
+    return orchestrate(a, module)
 
 
 def testbed(prefix: str) -> ModuleType | None:
@@ -62,3 +77,10 @@ def run_workers(tb: Any, script: str, out: str, args: Sequence[str], *, nproc_pe
         return None
     with open(out) as f:
         return json.load(f)
+
+
+def write_json(path: str | None, doc: Any) -> None:
+    """``doc`` as indented JSON to ``path`` (--json), where one is given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=1)

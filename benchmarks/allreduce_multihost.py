@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import ModuleType
 
 import _testbed_launch as launch
 
@@ -195,13 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json")
     p.add_argument("--plot")
     launch.add_worker_options(p)
-    a = p.parse_args(argv)
-    if a.worker:
-        worker(a)
-        return 0
-    testbed = launch.testbed("testbed unavailable")
-    if testbed is None:
-        return 2
+    return launch.run(p.parse_args(argv), worker, _orchestrate, "testbed unavailable")
+
+
+def _orchestrate(a: argparse.Namespace, testbed: ModuleType) -> int:
     sizes = ",".join(str(_parse_size(s)) for s in a.sizes.split(","))
     configs = [tuple(int(x) for x in c.split("x")) for c in a.configs.split(",")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -230,9 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"load_avg": os.getloadavg(), "cpus": os.cpu_count(),
             "git": subprocess.run(["git", "-C", launch.REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                                   text=True).stdout.strip()}
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"meta": meta, "runs": runs}, f, indent=1)
+    launch.write_json(a.json, {"meta": meta, "runs": runs})
     if a.plot:
         _plot(runs, a.plot)
     return 0

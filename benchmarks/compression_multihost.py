@@ -48,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+from types import ModuleType
 
 import _testbed_launch as launch
 
@@ -254,12 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     launch.add_worker_options(p)
     a = p.parse_args(argv)
     a.configs = a.configs.split(",") if isinstance(a.configs, str) else a.configs
-    if a.worker:
-        worker(a)
-        return 0
-    testbed = launch.testbed("compression_multihost")
-    if testbed is None:
-        return 2
+    return launch.run(a, worker, _orchestrate, "compression_multihost")
+
+
+def _orchestrate(a: argparse.Namespace, testbed: ModuleType) -> int:
     results: dict = {}
     with testbed.Testbed(2, None) as tb, tempfile.TemporaryDirectory() as tmp:
         for rate in a.rates.split(","):
@@ -279,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     meta = {"hosts": 2, "ranks_per_host": 2, "steps": a.steps, "reps": a.reps, "hidden": a.hidden,
             "batch": a.batch, "target": a.target, "cpu": os.cpu_count(), "load": os.getloadavg()}
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=1)
+    launch.write_json(a.json, {"meta": meta, "results": results})
     if a.plot:
         _plot(results, a.plot)
     return 0

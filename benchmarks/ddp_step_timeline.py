@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from types import ModuleType
 
 import _testbed_launch as launch
 
@@ -234,12 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in a.configs if c not in SWITCH]
     if unknown:
         p.error(f"unknown configs {unknown}; choose from {list(SWITCH)}")
-    if a.worker:
-        worker(a)
-        return 0
-    testbed = launch.testbed("ddp_step_timeline")
-    if testbed is None:
-        return 2
+    return launch.run(a, worker, _orchestrate, "ddp_step_timeline")
+
+
+def _orchestrate(a: argparse.Namespace, testbed: ModuleType) -> int:
     with testbed.Testbed(2, a.rate) as tb, tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "timeline.json")
         args = ["--configs", ",".join(a.configs), "--hidden", str(a.hidden),
@@ -254,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         meta = {"rate": a.rate, "hidden": a.hidden, "batch": a.batch, "steps": a.steps, "reps": a.reps,
                 "cpu": os.cpu_count(), "load": os.getloadavg()}
-        with open(a.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows, "raw": raw}, f, indent=1)
+        launch.write_json(a.json, {"meta": meta, "rows": rows, "raw": raw})
     return 0
 
 
