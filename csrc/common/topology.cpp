@@ -31,9 +31,9 @@
 #include <mutex>
 #include <sstream>
 
+#include "common/bootstrap.h"
 #include "common/error.h"
 #include "common/logging.h"
-#include "transport/transport.h"
 
 namespace distx {
 
