@@ -9,7 +9,6 @@
 #include "backend/process_group_distx.hpp"
 #include "backend/tensor_checks.hpp"
 #include "common/tag.h"
-#include "transport/ucx/ucx_transport.h"
 
 namespace distx {
 namespace {

@@ -13,17 +13,16 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-namespace distx {
+#include "common/bootstrap.h"
+#include "common/clock.h"
 
-using Clock = std::chrono::steady_clock;
-using Deadline = Clock::time_point;
+namespace distx {
 
 // One outstanding send or receive. Owned by the caller; destroying an
 // incomplete request cancels it (the transport keeps any state it still needs).
@@ -60,6 +59,24 @@ class Transport {
   // waits that do not go through a request (Note [Shared staging]).
   virtual void checkAlive(int peer, const std::string& what) = 0;
 
+  // What a process group needs of the transport behind it, beyond messages:
+  //  - groupId(): the group's tag id (Note [Tag layout]), the same on every
+  //    member; 0 where the transport serves one group only (tests).
+  //  - abandonedRequests(): requests whose owner gave up on them (a failed
+  //    collective) that the transport may still read or write: their buffers
+  //    must stay valid (Note [Parked buffers]). 0 where a destroyed request
+  //    never touches its buffer again.
+  //  - shutdown(): releases the group's resources (its id); later sends and
+  //    receives fail. Safe to call twice.
+  //  - cudaMemory(): send/recv take CUDA device pointers (Note [CUDA-aware
+  //    rail]); false where only host memory may be passed.
+  //  - describe(): what carries the messages, for the group's first log line.
+  virtual uint32_t groupId() const { return 0; }
+  virtual int abandonedRequests() const { return 0; }
+  virtual void shutdown() {}
+  virtual bool cudaMemory() const { return false; }
+  virtual std::string describe() const = 0;
+
   // Payload bytes this rank has handed to send() (traffic accounting in tests
   // and benchmarks).
   uint64_t bytesSent() const { return bytesSent_.load(std::memory_order_relaxed); }
@@ -69,16 +86,6 @@ class Transport {
 
  private:
   std::atomic<uint64_t> bytesSent_{0};
-};
-
-// Out-of-band key/value exchange used once at start-up and shutdown (the
-// backend implements it over the c10d::Store that torch passes in).
-class Bootstrap {
- public:
-  virtual ~Bootstrap() = default;
-  virtual void set(const std::string& key, const std::vector<uint8_t>& value) = 0;
-  virtual std::vector<uint8_t> get(const std::string& key) = 0;  // blocks up to the store timeout
-  virtual int64_t add(const std::string& key, int64_t delta) = 0;
 };
 
 }  // namespace distx

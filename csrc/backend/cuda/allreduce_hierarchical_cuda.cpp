@@ -36,7 +36,6 @@
 #include "backend/work.hpp"
 #include "common/env.h"
 #include "common/logging.h"
-#include "transport/ucx/ucx_memory.h"
 
 namespace distx {
 namespace {
@@ -50,7 +49,7 @@ constexpr uint32_t kRailPhase = 1;
 bool CudaBackend::railDirect(CollectiveContext& ctx) {
   if (railDirect_ >= 0) return railDirect_ == 1;
   const int mode = env::ucxCuda();  // -1 auto, 0 staged, 1 direct required
-  const bool capable = ucx::cudaMemorySupported();
+  const bool capable = ctx.transport.cudaMemory();
   int32_t vote = mode != 0 && capable ? 1 : 0;
   defaultRailAllreduce(ctx, &vote, 1, DType::kInt32, ReduceOp::kMin);  // phase 0: no stage uses it
   // Every op re-votes (and raises) while DISTX_UCX_CUDA=1 cannot be honoured.

@@ -5,8 +5,9 @@
 // Note [CUDA-aware rail]
 // UCX reads and writes GPU memory itself when it was built with CUDA (the
 // libucx-cu13 wheel is; Debian's libucx0 is not). Whether it can is asked
-// once per process (ucx::cudaMemorySupported, ucp_context_query's memory
-// types) and DISTX_UCX_CUDA (auto | 0 | 1) may turn it off or require it.
+// once per process (Transport::cudaMemory: ucp_context_query's memory
+// types; Note [Buffer memory type]) and DISTX_UCX_CUDA (auto | 0 | 1) may
+// turn it off or require it.
 // The ranks agree at their first multi-host all-reduce (a MIN over the group),
 // so the rail is direct only when every rank's UCX takes device pointers:
 //   direct  the wire buffer of a device tensor is the tensor itself; the

@@ -41,6 +41,7 @@ class LocalTransport final : public Transport {
   void wait(Request& req, Deadline deadline, const std::string& what) override;
   void abort(const std::string& reason) override;
   void checkAlive(int peer, const std::string& what) override;
+  std::string describe() const override { return "in-memory transport"; }
   // Payload bytes this rank has sent to `peer` (per-peer traffic accounting:
   // tests split a hierarchical algorithm's intra- and inter-node bytes).
   uint64_t bytesSentTo(int peer) const { return sentTo_[peer].load(std::memory_order_relaxed); }

@@ -9,6 +9,7 @@
 #include "common/logging.h"
 #include "common/tag.h"
 #include "common/topology.h"
+#include "transport/ucx/ucx_memory.h"
 
 namespace distx::ucx {
 namespace {
@@ -114,16 +115,29 @@ class UcxRequest final : public Request {
   std::shared_ptr<Runtime> runtime_;  // the worker outlives every request on it
 };
 
+// Note [Buffer memory type]
+// A UCX without CUDA support is told that every buffer is host memory, which
+// skips its memory-type detection on every request. A UCX built with CUDA may
+// be handed device pointers (the direct rail, Note [CUDA-aware rail]); there
+// the type is left for UCX to detect (its memory-type cache), since telling it
+// "host" for a device pointer would make it read device memory from the CPU.
+void declareMemory(ucp_request_param_t& p) {
+  static const bool hostOnly = !cudaMemorySupported();
+  if (!hostOnly) return;
+  p.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+  p.memory_type = UCS_MEMORY_TYPE_HOST;
+}
+
 ucp_request_param_t recvParams(State* st) {
   ucp_request_param_t p{};
   p.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE |
-      UCP_OP_ATTR_FIELD_MEMORY_TYPE | UCP_OP_ATTR_FIELD_RECV_INFO |
+      UCP_OP_ATTR_FIELD_RECV_INFO |
       UCP_OP_ATTR_FLAG_NO_IMM_CMPL;  // UCX 1.13 leaves recv_info empty on immediate completion
   p.cb.recv = recvCallback;
   p.user_data = st;
   p.datatype = ucp_dt_make_contig(1);
-  p.memory_type = UCS_MEMORY_TYPE_HOST;
+  declareMemory(p);
   p.recv_info.tag_info = &st->info;
   return p;
 }
@@ -309,6 +323,10 @@ void UcxTransport::shutdown() {
   if (idHeld_.exchange(false)) runtime_->releaseGroupId(groupId_);
 }
 
+bool UcxTransport::cudaMemory() const {
+  return cudaMemorySupported();
+}
+
 std::string UcxTransport::version() {
   return ucp_get_version_string();
 }
@@ -319,12 +337,12 @@ RequestPtr UcxTransport::send(int dst, uint64_t tag, const void* buf, size_t byt
   st->waker = waker_;
   st->peer = dst;
   ucp_request_param_t p{};
-  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                   UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+  p.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
   p.cb.send = sendCallback;
   p.user_data = st;
   p.datatype = ucp_dt_make_contig(1);
-  p.memory_type = UCS_MEMORY_TYPE_HOST;
+  declareMemory(p);
   countSent(bytes);
   void* r = ucp_tag_send_nbx(endpoints_[dst], buf, bytes, tag, &p);
   if (UCS_PTR_IS_ERR(r)) {

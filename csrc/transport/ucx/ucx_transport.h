@@ -57,15 +57,14 @@ class UcxTransport final : public Transport {
   void abort(const std::string& reason) override;
   void checkAlive(int peer, const std::string& what) override;
 
-  // Requests of this group that their owner gave up on (a failed collective)
-  // and UCX still runs: their buffers must stay valid (Note [Parked buffers]).
-  int abandonedRequests() const { return waker_->abandoned.load(std::memory_order_acquire); }
-
-  // The group's tag id (Note [Tag layout]), the same on every member.
-  uint32_t groupId() const { return groupId_; }
-
-  // Releases the group id; later sends/recvs fail. Safe to call twice.
-  void shutdown();
+  int abandonedRequests() const override {
+    return waker_->abandoned.load(std::memory_order_acquire);
+  }
+  uint32_t groupId() const override { return groupId_; }
+  void shutdown() override;
+  // cudaMemorySupported() of ucx_memory.h: UCX built with CUDA.
+  bool cudaMemory() const override;
+  std::string describe() const override { return "UCX " + version(); }
 
   static std::string version();
 
