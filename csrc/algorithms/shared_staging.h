@@ -36,8 +36,11 @@
 // if any could not (e.g. a full /dev/shm). After a failed wait (timeout, dead
 // peer) the counters no longer agree, so the staging refuses every later
 // call with the first error instead of mixing blocks.
-// Departure from DESIGN.md ("algorithms reach the network only through
-// CollectiveContext"): this algorithm's bulk data bypasses the transport.
+// Departure from the blueprint ("algorithms reach the network only through
+// CollectiveContext"): this algorithm's bulk data bypasses the transport. The
+// mapping and the futex waits are transport mechanism
+// (transport/shm/shm_segment.h); the agreement, the call identities and the
+// block schedules (allreduce_shm.cpp, shm_segment_stages.cpp) stay here.
 //
 // Note [Staging wake-ups]
 // A rank that has spun 200 us for a peer's counter sleeps on a futex: a
@@ -59,6 +62,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "transport/shm/shm_segment.h"
 
 namespace distx {
 
@@ -114,16 +118,14 @@ class SharedStaging {
   void advance(uint64_t n) { blocks_ += n; }
 
  private:
-  struct Control;
   size_t segmentBytes(int P) const;
-  Control* control(int owner) const;
-  void unmapAll();
+  shm::ControlBlock& control(int owner) const;
 
   const size_t slotBytes_;
   int me_ = -1;
   enum class State { kFresh, kReady, kUnavailable } state_ = State::kFresh;
-  std::string failure_;  // non-empty after a failed wait
-  std::vector<uint8_t*> segments_;
+  std::string failure_;                 // non-empty after a failed wait
+  std::vector<shm::Segment> segments_;  // one per rank of the staging; this rank's is its own
   size_t mappedBytes_ = 0;
   uint64_t blocks_ = 0;
   uint64_t calls_ = 0;
