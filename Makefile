@@ -14,7 +14,7 @@ CPP_BUILD := build/cpp
 SOURCES := $(shell find csrc torch_distx -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.hpp' -o -name '*.cuh' -o -name '*.py' \) ! -name '_build_info.py') setup.py pyproject.toml
 NPROC ?= 2
 
-.PHONY: all deps venv clients build demo test test-cpp test-py test-generic test-multihost test-long test-asan test-tsan check-cuda-build test-gpu bench bench-multihost bench-reduce bench-ps format clean
+.PHONY: all deps venv clients build demo test check-layering test-cpp test-py test-generic test-multihost test-long test-asan test-tsan check-cuda-build test-gpu bench bench-multihost bench-reduce bench-ps format clean
 
 # A short selection of PyTorch's generic distributed suite for `make test` (the
 # tests in it that the suite gates to gloo by name also run in alias mode, see
@@ -85,7 +85,12 @@ test-generic: build
 test-multihost: build
 	$(VPY) -m pytest tests/multihost -q
 
-test: test-cpp test-py test-generic test-multihost check-cuda-build
+# The include layering of csrc/ (docs/design.md, "Layers"): no upward include,
+# torch/UCX/CUDA headers only where they belong.
+check-layering:
+	$(PY) tests/check_layering.py
+
+test: check-layering test-cpp test-py test-generic test-multihost check-cuda-build
 
 # Compiles the whole extension, CUDA sources included, against the CUDA build
 # of torch 2.14.1 with nvcc, so the GPU path and newer torch headers cannot rot
