@@ -8,12 +8,11 @@ For every (rate, hosts x ranks) the testbed (tests/multihost/testbed.py) makes n
 network-namespace hosts whose links are throttled to the rate both ways, and
 torchrun starts g ranks per host. The ranks time every algorithm on every size
 in one run, interleaved (a different algorithm order each repetition), each
-call between two gloo barriers; distx's algorithm is switched per call with
-DISTX_ALGO (read at each call), gloo is a gloo group of the same ranks.
-`hierarchical-seq` is the split-rail with its three stages one after the
-other (DISTX_PIECE_BYTES=0 on a distx group of its own), for comparison with
-the pipelined default (Note [Pipelined split-rail]); `hierarchical@B` uses
-pieces of B bytes.
+call between two gloo barriers; each distx algorithm runs on a distx group of
+its own, made with torch_distx.Options(algo=...), gloo is a gloo group of the
+same ranks. `hierarchical-seq` is the split-rail with its three stages one
+after the other (piece_bytes=0), for comparison with the pipelined default
+(Note [Pipelined split-rail]); `hierarchical@B` uses pieces of B bytes.
 
 Columns (nccl-tests): size (B), count (fp32 elements), time_us (median of the
 slowest rank's time per call, [min, max] over calls), algbw = size / time,
@@ -61,19 +60,24 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    import torch_distx  # noqa: F401
+    import torch_distx
 
     dist.init_process_group("distx")
     gloo = dist.new_group(backend="gloo")
-    # hierarchical-seq: the split-rail with its stages one after the other;
-    # hierarchical@B: pieces of B bytes (DISTX_PIECE_BYTES, read when a group
-    # is made: each gets a distx group of its own).
-    piece_groups = {}
+    # Every distx algorithm on a group of its own (pg_options are read once,
+    # when a group is made): auto is the default group; hierarchical-seq the
+    # split-rail with its stages one after the other; hierarchical@B pieces
+    # of B bytes.
+    groups = {"gloo": gloo, "auto": None}
     for algo in args.algos.split(","):
+        if algo in groups:
+            continue
         if algo == "hierarchical-seq" or algo.startswith("hierarchical@"):
-            os.environ["DISTX_PIECE_BYTES"] = "0" if algo == "hierarchical-seq" else algo.split("@")[1]
-            piece_groups[algo] = dist.new_group(backend="distx")
-            del os.environ["DISTX_PIECE_BYTES"]
+            piece = 0 if algo == "hierarchical-seq" else int(algo.split("@")[1])
+            options = torch_distx.Options(algo="hierarchical", piece_bytes=piece)
+        else:
+            options = torch_distx.Options(algo=algo)
+        groups[algo] = dist.new_group(backend="distx", pg_options=options)
     rank, ws = dist.get_rank(), dist.get_world_size()
     local0 = int(os.environ["LOCAL_RANK"]) == 0
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -83,10 +87,7 @@ def worker(args: argparse.Namespace) -> None:
     def call(size: int, algo: str) -> tuple[float, int]:
         t = bufs[size]
         t.fill_(1.0)
-        group = gloo if algo == "gloo" else piece_groups.get(algo)
-        if algo != "gloo":
-            os.environ["DISTX_ALGO"] = ("" if algo == "auto" else
-                                        "hierarchical" if algo in piece_groups else algo)
+        group = groups[algo]
         dist.barrier(group=gloo)
         tx0 = launch.tx_bytes() if local0 else 0
         start = time.perf_counter()

@@ -1,5 +1,7 @@
 """``python -m torch_distx.info``: what this installation was built with and
-loads at run time, and every DISTX_* variable with its current value."""
+loads at run time, and every distx setting (Note [Settings table]): its
+``DISTX_*`` variable with the current value, the ``torch_distx.Options`` field
+that sets it for one group (``-`` for process-wide ones), and its default."""
 
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ def main() -> int:
     host = torch_distx.local_host()
     source = "DISTX_HOSTID" if host["from_env"] else "hostname + boot_id"
     print(f"  host            {host['hostname']} (host id {host['host_id']} from {source})")
-    print("environment:")
-    for name, default, help_text in _C.env_vars():
+    print("settings (pg_options field beats the variable; '-': process-wide, environment only):")
+    for option, name, kind, default, help_text in _C.settings():
         value = os.environ.get(name)
         shown = value if value is not None else f"(default {default or 'unset'})"
-        print(f"  {name:18s} {shown:22s} {help_text}")
+        print(f"  {name:25s} {option or '-':19s} {shown:22s} [{kind}] {help_text}")
     for name in ("UCX_TLS", "UCX_NET_DEVICES", "UCX_HANDLE_ERRORS", "UCX_LOG_LEVEL"):
         if name in os.environ:
             print(f"  {name:18s} {os.environ[name]}")

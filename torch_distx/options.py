@@ -5,9 +5,11 @@ Pass one as ``pg_options`` to ``init_process_group`` or ``new_group``::
     dist.init_process_group("distx", pg_options=torch_distx.Options(compress="topk:0.01"))
 
 A field left ``None`` falls back to its environment variable
-(``DISTX_COMPRESS``, ``DISTX_COMPRESS_EF``, ...); a field that is set beats
-the variable. Values are validated when the group is created: a bad one
-raises ``ValueError`` naming ``pg_options.<field>`` (or the variable).
+(``DISTX_ALGO``, ``DISTX_COMPRESS``, ...); a field that is set beats the
+variable. Values are read once, when the group is created, and validated
+then: a bad one raises ``ValueError`` naming ``pg_options.<field>`` (or the
+variable). The fields are the group settings of the settings table
+(``python -m torch_distx.info`` lists them; Note [Settings table]).
 See docs/compression.md.
 """
 
@@ -19,9 +21,17 @@ __all__ = ["Options"]
 
 
 class Options:
-    """Options of a distx process group (compression; see docs/compression.md).
+    """Options of a distx process group (algorithm, pipelining, compression).
 
     Args:
+        algo: force the all-reduce algorithm (``DISTX_ALGO``): ``"ring"``,
+            ``"recursive_doubling"``, ``"shm"``, ``"hierarchical"`` or
+            ``"leaders"``; default: chosen by size and topology.
+        chunk_bytes: pipelining chunk of the ring algorithms
+            (``DISTX_CHUNK_BYTES``, ``"auto"`` or >= 4096).
+        piece_bytes: piece of the pipelined multi-host split-rail
+            (``DISTX_PIECE_BYTES``, ``"auto"``, 0 = stages one after the other,
+            or >= 256); the same on every rank.
         compress: ``"fp16"``, ``"bf16"``, ``"topk:<ratio>"`` or ``"none"``
             (``DISTX_COMPRESS``): compress the group's floating SUM/AVG all-reduces.
         compress_ef: top-k error feedback (``DISTX_COMPRESS_EF``, default on).
@@ -33,12 +43,17 @@ class Options:
             all-reduces (``DISTX_COMPRESS_LOG_EVERY``, default 0 = never).
     """
 
-    __slots__ = ("compress", "compress_ef", "compress_min_bytes", "compress_scope",
-                 "compress_log_every")
+    __slots__ = ("algo", "chunk_bytes", "piece_bytes", "compress", "compress_ef",
+                 "compress_min_bytes", "compress_scope", "compress_log_every")
 
     def __init__(self, compress: str | None = None, compress_ef: bool | int | None = None,
                  compress_min_bytes: int | None = None, compress_scope: str | None = None,
-                 compress_log_every: int | None = None) -> None:
+                 compress_log_every: int | None = None, *, algo: str | None = None,
+                 chunk_bytes: int | str | None = None,
+                 piece_bytes: int | str | None = None) -> None:
+        self.algo = algo
+        self.chunk_bytes = chunk_bytes
+        self.piece_bytes = piece_bytes
         self.compress = compress
         self.compress_ef = compress_ef
         self.compress_min_bytes = compress_min_bytes

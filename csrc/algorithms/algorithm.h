@@ -82,6 +82,9 @@ struct CollectiveContext {
   // stages run one after the other; kRailPieceAuto = railPieceFor. Must
   // agree on every rank.
   size_t railPieceBytes = kRailPieceAuto;
+  // The group's DISTX_ALGO / pg_options.algo (Note [Settings table]), read
+  // once when the group was made; "" = choose by size and topology.
+  std::string forcedAlgorithm;
   // The group's shared-memory staging (Note [Shared staging]); may be null.
   // Only the whole group's context has it: narrow() clears it.
   SharedStaging* staging = nullptr;

@@ -75,17 +75,23 @@ int log2Floor(int p) {
   return k;
 }
 
-const AllreduceChoice* findForced(const std::string& forced) {
+// `source`: where the name came from, for the error.
+const AllreduceChoice* findForced(const std::string& forced,
+                                  const std::string& source = "DISTX_ALGO") {
   std::string names;
   for (const auto& e : kAllreduce) {
     if (forced == e.name) return &e;
     names += names.empty() ? e.name : std::string(", ") + e.name;
   }
-  throw InvalidArgument("DISTX_ALGO='" + forced +
+  throw InvalidArgument(source + "='" + forced +
                         "' is not an all-reduce algorithm; choose one of: " + names);
 }
 
 }  // namespace
+
+void checkAlgorithmName(const std::string& name, const std::string& source) {
+  if (!name.empty()) findForced(name, source);
+}
 
 size_t recursiveDoublingMaxBytes(int worldSize) {
   const int rounds = log2Floor(worldSize);

@@ -35,6 +35,9 @@ struct AllreduceChoice {
 // Picks the all-reduce algorithm for `bytes` on a group with topology `topo`.
 // `forced` (DISTX_ALGO) overrides the rules; an unknown name is InvalidArgument.
 AllreduceChoice selectAllreduce(size_t bytes, const Topology& topo, const std::string& forced);
+// InvalidArgument, naming `source` (DISTX_ALGO or pg_options.algo), unless
+// `name` is empty or an all-reduce algorithm.
+void checkAlgorithmName(const std::string& name, const std::string& source);
 // The flat rules only (recursive doubling or ring by size), for worldSize ranks.
 AllreduceChoice selectFlatAllreduce(size_t bytes, int worldSize);
 // Flat rules with a forced name (kept for callers without a topology).

@@ -9,7 +9,6 @@
 #include "backend/contig.hpp"
 #include "backend/process_group_distx.hpp"
 #include "backend/tensor_checks.hpp"
-#include "common/env.h"
 
 namespace distx {
 namespace {
@@ -25,7 +24,7 @@ void runAllreduce(CollectiveContext& ctx, at::Tensor& buf, const ReduceSpec& spe
   if (spec.preMul) buf.mul_(spec.factor);
   const DType dt = toDType(buf.scalar_type(), "all_reduce");
   const size_t bytes = static_cast<size_t>(buf.numel()) * dtypeSize(dt);
-  const auto choice = selectAllreduce(bytes, groupTopology(ctx), env::forcedAlgorithm());
+  const auto choice = selectAllreduce(bytes, groupTopology(ctx), ctx.forcedAlgorithm);
   choice.run(ctx, buf.data_ptr(), static_cast<size_t>(buf.numel()), dt, spec.op);
 }
 
@@ -110,7 +109,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::broadcast(std::vector<at::Tens
                  [t, root](CollectiveContext& ctx) {
                    Contig c(t);
                    const size_t bytes = c.buf.nbytes();
-                   selectBroadcast(bytes, groupTopology(ctx), env::forcedAlgorithm())
+                   selectBroadcast(bytes, groupTopology(ctx), ctx.forcedAlgorithm)
                        .fn(ctx, c.buf.data_ptr(), bytes, root);
                    c.writeBack();
                  });

@@ -1,5 +1,7 @@
 #include "backend/device_dispatch.hpp"
 
+#include "backend/process_group_distx.hpp"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -33,6 +35,43 @@ bool decideCuda(const std::vector<c10::Device>& seen, const char* op) {
 }
 
 }  // namespace detail
+
+// The CUDA half of a group, made by its first CUDA call with what it needs of
+// the group (CudaBackendDeps).
+c10d::Backend& ProcessGroupDistx::cuda() {
+  std::lock_guard<std::mutex> lock(mu_);
+  TORCH_CHECK(!stopping_, "distx: the process group was shut down or aborted");
+  if (!cuda_) {
+    CudaBackendDeps deps;
+    deps.store = store_;
+    deps.rank = rank_;
+    deps.size = size_;
+    deps.groupName = groupName_;
+    deps.timeout = [this] { return timeout_.load(); };
+    deps.nextSeq = [this] {
+      std::lock_guard<std::mutex> l(mu_);
+      return ++seq_;
+    };
+    deps.host = this;
+    deps.compressor = compressor_.get();
+    deps.enqueueHost = [this](c10d::OpType type, const char* opName,
+                              std::chrono::milliseconds timeout, Job job) {
+      return enqueue(type, opName, timeout, {}, std::move(job));
+    };
+    deps.numNodes = topology_.numNodes();  // Note [Multi-host CUDA]
+    deps.node = topology_.nodeOf(rank_);
+    deps.localRank = topology_.localRank(rank_);
+    deps.localSize = topology_.localSize(rank_);
+    deps.uniform = topology_.uniform();
+    cuda_ = makeCudaBackend(std::move(deps));
+  }
+  return *cuda_;
+}
+
+c10::intrusive_ptr<c10d::Backend> ProcessGroupDistx::takeCuda() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::move(cuda_);
+}
 
 #ifndef DISTX_WITH_CUDA
 c10::intrusive_ptr<c10d::Backend> makeCudaBackend(CudaBackendDeps) {

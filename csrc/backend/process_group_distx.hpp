@@ -35,19 +35,26 @@
 
 namespace distx {
 
-namespace ucx {
-class UcxTransport;
-}
 class StoreBootstrap;
 class LivenessRing;
 class P2PEngine;
 
 class ProcessGroupDistx final : public c10d::Backend {
  public:
+  // Makes the group's transport once the store bootstrap and topology are
+  // up; the default connects over the process's UCX runtime.
+  using TransportFactory =
+      std::function<std::unique_ptr<Transport>(int rank, int size, Bootstrap&, Deadline)>;
+  // What a group was created with: the group settings resolved once from
+  // pg_options over the environment (Note [Settings table], group_factory.cpp).
   struct Config {
     std::chrono::milliseconds timeout{30 * 60 * 1000};
     std::string groupName;
-    compression::Config compress;  // Note [Compression switch]
+    std::string algorithm;               // DISTX_ALGO / algo; "" = choose by size
+    size_t chunkBytes = 0;               // DISTX_CHUNK_BYTES; 0 = auto (Note [Chunk size])
+    size_t pieceBytes = kRailPieceAuto;  // DISTX_PIECE_BYTES (Note [Pipelined split-rail])
+    compression::Config compress;        // Note [Compression switch]
+    TransportFactory makeTransport;      // empty: UCX
   };
 
   ProcessGroupDistx(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
@@ -165,13 +172,14 @@ class ProcessGroupDistx final : public c10d::Backend {
                                                  const c10d::AllreduceOptions& opts);
 
   const std::string groupName_;
-  uint32_t pgTag_ = 0;       // the transport's group id (Note [Tag layout])
-  const size_t chunkBytes_;  // DISTX_CHUNK_BYTES; 0 = auto (Note [Chunk size])
-  const size_t pieceBytes_;  // DISTX_PIECE_BYTES (Note [Pipelined split-rail])
+  uint32_t pgTag_ = 0;           // the transport's group id (Note [Tag layout])
+  const std::string algorithm_;  // DISTX_ALGO; "" = choose by size (Config)
+  const size_t chunkBytes_;      // DISTX_CHUNK_BYTES; 0 = auto (Note [Chunk size])
+  const size_t pieceBytes_;      // DISTX_PIECE_BYTES (Note [Pipelined split-rail])
   std::atomic<std::chrono::milliseconds> timeout_;  // set_timeout() may run on any thread
   c10::intrusive_ptr<c10d::Store> store_;           // the group's store, scoped to its incarnation
   std::unique_ptr<StoreBootstrap> bootstrap_;
-  std::unique_ptr<ucx::UcxTransport> transport_;
+  std::unique_ptr<Transport> transport_;
   std::unique_ptr<LivenessRing> liveness_;
   std::unique_ptr<CompletionPool> completions_;  // Note [Completion threads]
   const bool debugChecks_;
@@ -231,8 +239,8 @@ class LiveGroups {
 };
 LiveGroups& liveGroups();
 
-// `options`: the fields of torch_distx.Options the user set (compress,
-// compress_ef, compress_min_bytes, compress_scope, compress_log_every), as strings.
+// group_factory.cpp. `options`: the fields of torch_distx.Options the user
+// set, as strings (Note [Settings table]).
 c10::intrusive_ptr<c10d::Backend> createProcessGroupDistx(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int size, double timeoutSeconds,
     const std::string& groupName, const std::map<std::string, std::string>& options = {});

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "common/error.h"
+#include "common/settings.h"
 
 namespace distx {
 namespace compression {
@@ -15,10 +16,11 @@ struct Picked {
   std::string name;
 };
 
+// The option beats the variable (Note [Settings table]).
 Picked pick(const std::optional<std::string>& option, const std::optional<std::string>& env,
-            const char* optionName, const char* envName) {
+            const char* optionName) {
   if (option) return {option, std::string("pg_options.") + optionName};
-  return {env, envName};
+  return {env, settings::byOption(optionName).variable};
 }
 
 uint64_t parseCount(const Picked& p, uint64_t def, uint64_t max) {
@@ -63,7 +65,7 @@ std::string Config::describe() const {
 
 Config resolve(const Fields& options, const Fields& environment) {
   Config c;
-  const Picked method = pick(options.compress, environment.compress, "compress", "DISTX_COMPRESS");
+  const Picked method = pick(options.compress, environment.compress, "compress");
   const std::string m = method.value.value_or("");
   if (m.empty() || m == "none" || m == "0" || m == "off") {
     c.method = Method::kNone;
@@ -87,8 +89,7 @@ Config resolve(const Fields& options, const Fields& environment) {
   }
   if (c.enabled()) c.source = method.name;
 
-  const Picked ef =
-      pick(options.errorFeedback, environment.errorFeedback, "compress_ef", "DISTX_COMPRESS_EF");
+  const Picked ef = pick(options.errorFeedback, environment.errorFeedback, "compress_ef");
   if (ef.value && !ef.value->empty()) {
     const std::string& v = *ef.value;
     if (v == "1" || v == "true" || v == "True" || v == "on") {
@@ -99,11 +100,9 @@ Config resolve(const Fields& options, const Fields& environment) {
       throw InvalidArgument(ef.name + " must be 0 or 1; got '" + v + "'");
     }
   }
-  c.minBytes = parseCount(pick(options.minBytes, environment.minBytes, "compress_min_bytes",
-                               "DISTX_COMPRESS_MIN_BYTES"),
+  c.minBytes = parseCount(pick(options.minBytes, environment.minBytes, "compress_min_bytes"),
                           c.minBytes, 1ull << 50);
-  const Picked scope =
-      pick(options.scope, environment.scope, "compress_scope", "DISTX_COMPRESS_SCOPE");
+  const Picked scope = pick(options.scope, environment.scope, "compress_scope");
   const std::string s = scope.value.value_or("");
   if (s.empty() || s == "inter") {
     c.scope = Scope::kInter;
@@ -112,9 +111,8 @@ Config resolve(const Fields& options, const Fields& environment) {
   } else {
     throw InvalidArgument(scope.name + " must be inter or all; got '" + s + "'");
   }
-  c.logEvery = parseCount(pick(options.logEvery, environment.logEvery, "compress_log_every",
-                               "DISTX_COMPRESS_LOG_EVERY"),
-                          0, 1ull << 40);
+  c.logEvery =
+      parseCount(pick(options.logEvery, environment.logEvery, "compress_log_every"), 0, 1ull << 40);
   return c;
 }
 

@@ -1,6 +1,7 @@
-// The group-level compression switch (DESIGN.md, Compression): what a process
-// group compresses, parsed from DISTX_COMPRESS* or the same fields of
-// torch_distx.Options (pg_options). Torch-free so GoogleTest covers parsing.
+// The group-level compression switch (Note [Compression switch],
+// backend/compressor.hpp): what a process group compresses, parsed from
+// DISTX_COMPRESS* or the same fields of torch_distx.Options (pg_options).
+// Torch-free so GoogleTest covers parsing.
 //
 //   compress      "" / "none" | "fp16" | "bf16" | "topk:<ratio>"  (0 < ratio <= 1)
 //   compress_ef   0 | 1        top-k error feedback (default 1; ignored by casts)
@@ -15,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace distx {
 namespace compression {
@@ -39,6 +41,14 @@ struct Config {
 // One field as the user gave it: nullopt = not given.
 struct Fields {
   std::optional<std::string> compress, errorFeedback, minBytes, scope, logEvery;
+  // The torch_distx.Options field of each member; its variable and default
+  // are in the settings table (Note [Settings table], common/settings.h).
+  using Member = std::optional<std::string> Fields::*;
+  static constexpr std::pair<const char*, Member> kByOption[] = {
+      {"compress", &Fields::compress},           {"compress_ef", &Fields::errorFeedback},
+      {"compress_min_bytes", &Fields::minBytes}, {"compress_scope", &Fields::scope},
+      {"compress_log_every", &Fields::logEvery},
+  };
 };
 
 // Merges `options` over `environment` field by field (an option beats the

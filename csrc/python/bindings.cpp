@@ -4,6 +4,7 @@
 
 #include "backend/process_group_distx.hpp"
 #include "common/env.h"
+#include "common/settings.h"
 #include "common/topology.h"
 #include "transport/ucx/ucx_memory.h"
 #include "transport/ucx/ucx_transport.h"
@@ -108,14 +109,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("ucx_cuda_memory", &distx::ucx::cudaMemorySupported,
         "Whether the loaded UCX takes CUDA device memory (Note [CUDA-aware rail])");
   m.def(
-      "env_vars",
+      "settings",
       [] {
         py::list out;
-        for (const auto& v : distx::env::all())
-          out.append(py::make_tuple(v.name, v.defaultValue, v.help));
+        for (const auto& s : distx::settings::table()) {
+          out.append(
+              py::make_tuple(s.option ? py::object(py::str(s.option)) : py::object(py::none()),
+                             s.variable, s.type, s.defaultValue, s.help));
+        }
         return out;
       },
-      "The DISTX_* environment variables: (name, default, help)");
+      "Every distx setting (Note [Settings table]): (option or None, variable, type, default, "
+      "help)");
   distx::initPsBindings(m);
   m.attr("with_cuda") = py::bool_(
 #ifdef DISTX_WITH_CUDA

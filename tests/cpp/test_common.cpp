@@ -1,13 +1,19 @@
-// Tag layout round trip, half/bfloat16 conversions, env validation.
+// Tag layout round trip, half/bfloat16 conversions, the settings table.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
 
 #include "common/env.h"
 #include "common/error.h"
 #include "common/half.h"
+#include "common/settings.h"
 #include "common/tag.h"
+#include "compression/config.h"
 
 namespace distx {
 namespace {
@@ -78,15 +84,69 @@ TEST(BFloat16, KnownValuesRoundTrip) {
   }
 }
 
-TEST(Env, ChunkBytesIsValidated) {
+// Note [Settings table]: a group setting from the environment or pg_options.
+size_t chunkBytesOf(const std::map<std::string, std::string>& options) {
+  return settings::parseBytes(settings::GroupInput(options).get("chunk_bytes"), 0, 4096, 1ull << 30,
+                              false);
+}
+
+std::string errorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InvalidArgument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Settings, ChunkBytesIsValidated) {
   setenv("DISTX_CHUNK_BYTES", "12", 1);
-  EXPECT_THROW(env::chunkBytes(), InvalidArgument);
+  EXPECT_NE(errorOf([] {
+              chunkBytesOf({});
+            }).find("DISTX_CHUNK_BYTES must be 'auto' or an integer between 4096"),
+            std::string::npos);
   setenv("DISTX_CHUNK_BYTES", "65536", 1);
-  EXPECT_EQ(env::chunkBytes(), 65536u);
+  EXPECT_EQ(chunkBytesOf({}), 65536u);
   setenv("DISTX_CHUNK_BYTES", "auto", 1);
-  EXPECT_EQ(env::chunkBytes(), 0u);  // Note [Chunk size]
+  EXPECT_EQ(chunkBytesOf({}), 0u);  // Note [Chunk size]
   unsetenv("DISTX_CHUNK_BYTES");
-  EXPECT_EQ(env::chunkBytes(), 0u);
+  EXPECT_EQ(chunkBytesOf({}), 0u);
+}
+
+TEST(Settings, OptionBeatsVariableAndIsNamedInErrors) {
+  setenv("DISTX_CHUNK_BYTES", "65536", 1);
+  EXPECT_EQ(chunkBytesOf({{"chunk_bytes", "8192"}}), 8192u);
+  EXPECT_NE(errorOf([] {
+              chunkBytesOf({{"chunk_bytes", "lots"}});
+            }).find("pg_options.chunk_bytes must be"),
+            std::string::npos);
+  unsetenv("DISTX_CHUNK_BYTES");
+  EXPECT_NE(errorOf([] {
+              settings::GroupInput(std::map<std::string, std::string>{{"no_such_option", "1"}});
+            }).find("unknown option 'no_such_option'"),
+            std::string::npos);
+  // piece_bytes takes 0 (stages one after the other); chunk_bytes does not.
+  EXPECT_EQ(settings::parseBytes(
+                settings::GroupInput(std::map<std::string, std::string>{{"piece_bytes", "0"}})
+                    .get("piece_bytes"),
+                7, 256, 1ull << 30, true),
+            0u);
+  EXPECT_FALSE(errorOf([] { chunkBytesOf({{"chunk_bytes", "0"}}); }).empty());
+}
+
+TEST(Settings, TableNamesEachOptionAndVariableOnce) {
+  std::set<std::string> options, variables;
+  for (const auto& s : settings::table()) {
+    EXPECT_TRUE(variables.insert(s.variable).second) << s.variable;
+    EXPECT_EQ(std::string(s.variable).rfind("DISTX_", 0), 0u) << s.variable;
+    if (s.option) {
+      EXPECT_TRUE(options.insert(s.option).second) << s.option;
+      EXPECT_STREQ(settings::byOption(s.option).variable, s.variable);
+    }
+  }
+  // Every compression field has its row (compression/config.h).
+  for (const auto& [option, member] : compression::Fields::kByOption)
+    EXPECT_TRUE(options.count(option)) << option;
 }
 
 }  // namespace

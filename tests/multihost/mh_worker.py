@@ -48,15 +48,14 @@ CASES = [
 
 def _algorithms() -> list[str]:
     """distx's own choice ("auto"), and each hierarchical algorithm forced
-    through DISTX_ALGO (read at every call)."""
+    through pg_options.algo (DISTX_ALGO's option: read once per group)."""
     return ["auto", "hierarchical", "leaders"]
 
 
-def _set_algo(algo: str) -> None:
-    if algo == "auto":
-        os.environ.pop("DISTX_ALGO", None)
-    else:
-        os.environ["DISTX_ALGO"] = algo
+def _groups() -> dict:
+    """One distx group per algorithm: "auto" is the default group."""
+    return {algo: None if algo == "auto" else dist.new_group(pg_options=torch_distx.Options(algo=algo))
+            for algo in _algorithms()}
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -67,14 +66,14 @@ def allreduce(out_dir: str) -> dict:
     dist.init_process_group("distx", timeout=datetime.timedelta(seconds=60))
     gloo = dist.new_group(backend="gloo")
     ws = dist.get_world_size()
+    groups = _groups()
     cases = []
     for i, (dtype, op, n) in enumerate(CASES):
         x = distx_oracle.values(dtype, op, n, RANK, salt=i)
         want = distx_oracle.gloo_reduced(x, op, ws, gloo)
         for algo in _algorithms():
-            _set_algo(algo)
             got = x.clone()
-            dist.all_reduce(got, op=distx_oracle.reduce_op(op))
+            dist.all_reduce(got, op=distx_oracle.reduce_op(op), group=groups[algo])
             err = None
             try:
                 distx_oracle.check(got, want, f"{algo}: {dtype} {op} n={n}", op)
@@ -85,7 +84,6 @@ def allreduce(out_dir: str) -> dict:
             dist.all_gather_object(digests, _digest(got), group=gloo)
             cases.append({"case": f"{algo}: {dtype} {op} n={n}", "error": err,
                           "same_on_all_ranks": len(set(digests)) == 1})
-    _set_algo("auto")
     # Traffic probe: this many bytes of distx all-reduce between two barriers;
     # the test compares the link counters against it.
     big = torch.ones(4 << 20)  # 16 MiB

@@ -2,7 +2,7 @@
 links throttled to 1 Gbit/s.
 
 - all-reduce equals gloo on the same inputs, bit-identical on every rank, for
-  distx's own choice and for each hierarchical algorithm forced by DISTX_ALGO;
+  distx's own choice and for each hierarchical algorithm forced by pg_options.algo;
   distx's topology saw 2 hosts of 2 ranks and chose the hierarchical path;
 - UCX moves same-host data through shared memory and cross-host data through
   TCP on eth0 (asserted from UCX's own lane log), and the bytes really crossed
