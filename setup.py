@@ -94,7 +94,8 @@ ucx = find_ucx()
 with_cuda = torch.version.cuda is not None and os.environ.get("DISTX_WITH_CUDA", "1") != "0"
 # Only the CUDA build compiles the CUDA half of the backend and the NCCL
 # transport (Note [Device dispatch]); the CPU build needs no CUDA header.
-cuda_only = [os.path.join("csrc", "backend", "cuda"), os.path.join("csrc", "transport", "nccl")]
+cuda_only = [os.path.join("csrc", "backend", "cuda"), os.path.join("csrc", "python", "cuda"),
+             os.path.join("csrc", "transport", "nccl")]
 srcs = [s for s in sources("*.cpp") if not s.startswith(os.path.join("csrc", "transport", "local"))]
 if with_cuda:
     srcs += sources("*.cu")

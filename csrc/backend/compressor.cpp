@@ -2,28 +2,14 @@
 // the counters of a group's compressed all-reduces.
 #include "backend/compressor.hpp"
 
-#include <ATen/Parallel.h>
-
 #include <mutex>
 #include <set>
 
+#include "backend/torch_parallel.hpp"
 #include "common/logging.h"
 
 namespace distx {
 namespace {
-
-// Codec kernels share torch's intra-op thread pool.
-const compression::Parallel& torchParallel() {
-  static const compression::Parallel par{static_cast<size_t>(at::get_num_threads()),
-                                         [](size_t tasks, const std::function<void(size_t)>& task) {
-                                           at::parallel_for(0, static_cast<int64_t>(tasks), 1,
-                                                            [&](int64_t b, int64_t e) {
-                                                              for (int64_t i = b; i < e; ++i)
-                                                                task(static_cast<size_t>(i));
-                                                            });
-                                         }};
-  return par;
-}
 
 // Rank 0 says once per process and setting what is in force.
 void logConfigOnce(const compression::Config& c, int rank, const std::string& prefix) {

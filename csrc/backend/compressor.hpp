@@ -1,5 +1,5 @@
 // Note [Compression switch]
-// A distx group may compress its gradient all-reduces (DESIGN.md,
+// A distx group may compress its gradient all-reduces (docs/design.md,
 // Compression): DISTX_COMPRESS* or torch_distx.Options, resolved once at group
 // creation (compression/config.h). c10d does not say which all-reduce is a
 // gradient bucket, so the gate below picks by op, dtype, layout and size:

@@ -132,6 +132,14 @@ void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale,
   check(cudaGetLastError(), "bf16 decode");
 }
 
+const CastKernels& castKernels(Method m) {
+  static const CastKernels fp16{encodeFp16, decodeFp16, false};
+  static const CastKernels bf16{encodeBf16, decodeBf16, true};
+  if (m == Method::kFp16) return fp16;
+  DISTX_CHECK(m == Method::kBf16, InvalidArgument, "'", methodName(m), "' is not a cast codec");
+  return bf16;
+}
+
 }  // namespace cuda
 }  // namespace compression
 }  // namespace distx

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "compression/method.h"
 #include "compression/parallel.h"
 
 namespace distx {
@@ -38,6 +39,17 @@ size_t countNonFiniteBf16(const uint16_t* src, size_t n, const Parallel& par = d
 
 // Which fp16 kernel this CPU runs: "avx512f" (16 lanes), "f16c" (8 lanes) or "scalar".
 const char* fp16KernelName();
+
+// The CPU cast kernels of one method (Note [Codec vocabulary]): every
+// fp16-or-bf16 site dispatches through this table instead of choosing between
+// the functions above itself.
+struct CastKernels {
+  size_t (*encode)(const float*, uint16_t*, size_t, float, const Parallel&);
+  void (*decode)(const uint16_t*, float*, size_t, float, const Parallel&);
+  size_t (*countNonFinite)(const uint16_t*, size_t, const Parallel&);
+};
+// InvalidArgument unless isCast(m).
+const CastKernels& castKernels(Method m);
 
 }  // namespace compression
 }  // namespace distx

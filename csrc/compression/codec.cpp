@@ -9,27 +9,26 @@ namespace distx {
 namespace compression {
 namespace {
 
-template <size_t (*Encode)(const float*, uint16_t*, size_t, float, const Parallel&),
-          void (*Decode)(const uint16_t*, float*, size_t, float, const Parallel&)>
 class CastCodec final : public Codec {
  public:
-  explicit CastCodec(const char* name) : name_(name) {}
-  const char* name() const override { return name_; }
+  explicit CastCodec(Method m) : method_(m), kernels_(castKernels(m)) {}
+  const char* name() const override { return methodName(method_); }
   Collective collective() const override { return Collective::kAllReduce; }
   size_t payloadBytes(size_t n) const override { return 2 * n; }
   EncodeStats encode(const float* x, size_t n, float scale, TensorState&, void* payload,
                      const Parallel& par) const override {
     EncodeStats stats;
-    stats.overflow = Encode(x, static_cast<uint16_t*>(payload), n, scale, par);
+    stats.overflow = kernels_.encode(x, static_cast<uint16_t*>(payload), n, scale, par);
     return stats;
   }
   void decode(const void* payload, size_t, size_t n, float scale, float* dense,
               const Parallel& par) const override {
-    Decode(static_cast<const uint16_t*>(payload), dense, n, scale, par);
+    kernels_.decode(static_cast<const uint16_t*>(payload), dense, n, scale, par);
   }
 
  private:
-  const char* name_;
+  const Method method_;
+  const CastKernels& kernels_;
 };
 
 class TopKCodec final : public Codec {
@@ -66,10 +65,24 @@ class TopKCodec final : public Codec {
 
 }  // namespace
 
+const CastKernels& castKernels(Method m) {
+  static const CastKernels fp16{encodeFp16, decodeFp16, countNonFiniteFp16};
+  static const CastKernels bf16{encodeBf16, decodeBf16, countNonFiniteBf16};
+  if (m == Method::kFp16) return fp16;
+  DISTX_CHECK(m == Method::kBf16, InvalidArgument, "'", methodName(m), "' is not a cast codec");
+  return bf16;
+}
+
+std::unique_ptr<Codec> makeCodec(Method m, const CodecOptions& options) {
+  if (isCast(m)) return std::make_unique<CastCodec>(m);
+  if (m == Method::kTopK) return std::make_unique<TopKCodec>(options);
+  throw InvalidArgument(std::string("no codec for '") + methodName(m) + "'");
+}
+
 std::unique_ptr<Codec> makeCodec(const std::string& name, const CodecOptions& options) {
-  if (name == "fp16") return std::make_unique<CastCodec<encodeFp16, decodeFp16>>("fp16");
-  if (name == "bf16") return std::make_unique<CastCodec<encodeBf16, decodeBf16>>("bf16");
-  if (name == "topk") return std::make_unique<TopKCodec>(options);
+  for (Method m : {Method::kFp16, Method::kBf16, Method::kTopK}) {
+    if (name == methodName(m)) return makeCodec(m, options);
+  }
   throw InvalidArgument("unknown codec '" + name + "' (expected fp16, bf16 or topk)");
 }
 

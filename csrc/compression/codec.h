@@ -1,6 +1,9 @@
-// The codec interface: one object per compression scheme, shared by the DDP
-// hooks (through the torch ops in python/ops_compression.cpp) and by a backend
-// that compresses its own all-reduces (planned; see DESIGN.md, Compression).
+// The codec interface: one object per compression method (Note [Codec
+// vocabulary], method.h), used by the parameter server's pushes and shards.
+// The group switch (algorithms/compressed.h) and the torch ops
+// (python/ops_compression.cpp) call the kernels directly through the same
+// method's kernel table (castKernels, cast.h; topk.h), since they slice,
+// pipeline and guard what they encode in ways one encode() call cannot say.
 //
 //   encode(x, state) -> payload      one rank's contribution
 //   collective()                     how payloads are combined across ranks:
@@ -20,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "compression/method.h"
 #include "compression/parallel.h"
 
 namespace distx {
@@ -58,7 +62,9 @@ class Codec {
                       const Parallel& par = defaultParallel()) const = 0;
 };
 
-// "fp16", "bf16" or "topk"; throws InvalidArgument for another name.
+// The codec of a method (Note [Codec vocabulary]); InvalidArgument for kNone.
+std::unique_ptr<Codec> makeCodec(Method m, const CodecOptions& options = {});
+// By name: "fp16", "bf16" or "topk"; throws InvalidArgument for another name.
 std::unique_ptr<Codec> makeCodec(const std::string& name, const CodecOptions& options = {});
 
 }  // namespace compression

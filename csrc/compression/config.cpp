@@ -35,20 +35,6 @@ uint64_t parseCount(const Picked& p, uint64_t def, uint64_t max) {
 
 }  // namespace
 
-const char* methodName(Method m) {
-  switch (m) {
-    case Method::kNone:
-      return "none";
-    case Method::kFp16:
-      return "fp16";
-    case Method::kBf16:
-      return "bf16";
-    case Method::kTopK:
-      return "topk";
-  }
-  return "?";
-}
-
 const char* scopeName(Scope s) {
   return s == Scope::kAll ? "all" : "inter";
 }
@@ -66,27 +52,9 @@ std::string Config::describe() const {
 Config resolve(const Fields& options, const Fields& environment) {
   Config c;
   const Picked method = pick(options.compress, environment.compress, "compress");
-  const std::string m = method.value.value_or("");
-  if (m.empty() || m == "none" || m == "0" || m == "off") {
-    c.method = Method::kNone;
-  } else if (m == "fp16") {
-    c.method = Method::kFp16;
-  } else if (m == "bf16") {
-    c.method = Method::kBf16;
-  } else if (m.rfind("topk:", 0) == 0) {
-    const std::string r = m.substr(5);
-    char* end = nullptr;
-    const double ratio = std::strtod(r.c_str(), &end);
-    DISTX_CHECK(
-        !r.empty() && end && *end == '\0' && std::isfinite(ratio) && ratio > 0 && ratio <= 1,
-        InvalidArgument, method.name, ": the top-k ratio must be a number in (0, 1]; got '", m,
-        "'");
-    c.method = Method::kTopK;
-    c.ratio = ratio;
-  } else {
-    throw InvalidArgument(method.name + " must be one of fp16, bf16, topk:<ratio> or none; got '" +
-                          m + "'");
-  }
+  const Spec spec = parseSpec(method.value.value_or(""), method.name);
+  c.method = spec.method;
+  if (spec.method == Method::kTopK) c.ratio = spec.ratio;
   if (c.enabled()) c.source = method.name;
 
   const Picked ef = pick(options.errorFeedback, environment.errorFeedback, "compress_ef");

@@ -18,10 +18,11 @@
 #include <string>
 #include <utility>
 
+#include "compression/method.h"
+
 namespace distx {
 namespace compression {
 
-enum class Method : uint8_t { kNone, kFp16, kBf16, kTopK };
 enum class Scope : uint8_t { kInter, kAll };
 
 struct Config {
@@ -56,7 +57,6 @@ struct Fields {
 // from ("DISTX_COMPRESS_MIN_BYTES" or "pg_options.compress_min_bytes").
 Config resolve(const Fields& options, const Fields& environment);
 
-const char* methodName(Method m);
 const char* scopeName(Scope s);
 
 }  // namespace compression

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "compression/method.h"
+
 namespace distx {
 namespace compression {
 namespace cuda {
@@ -22,6 +24,15 @@ void encodeBf16(const float* src, uint16_t* dst, size_t n, float scale,
                 unsigned long long* overflow, void* stream);
 void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale,
                 const unsigned long long* guard, void* stream);
+// The CUDA cast kernels of one method (Note [Codec vocabulary]; the twin of
+// castKernels in cast.h); InvalidArgument unless isCast(m).
+struct CastKernels {
+  void (*encode)(const float*, uint16_t*, size_t, float, unsigned long long*, void*);
+  void (*decode)(const uint16_t*, float*, size_t, float, const unsigned long long*, void*);
+  bool bf16;  // for countNonFinite
+};
+const CastKernels& castKernels(Method m);
+
 // Adds the number of NaN/inf codes of a payload to *count (device).
 void countNonFinite(const uint16_t* src, size_t n, bool bf16, unsigned long long* count,
                     void* stream);

@@ -18,7 +18,7 @@ Client::Client(Transport& transport, Layout layout, std::chrono::milliseconds ti
     compression::CodecOptions options;
     options.ratio = topkRatio;
     options.errorFeedback = true;
-    codec_ = compression::makeCodec(codecName(codec), options);  // validates the ratio
+    codec_ = compression::makeCodec(codec, options);  // validates the ratio
   }
 }
 

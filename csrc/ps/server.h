@@ -5,8 +5,8 @@
 // shard's largest payload; a larger message fails the receive and is counted
 // as kTooLarge. Replies are sent without waiting; their buffers stay owned
 // until the send completes (or, for a peer that died, until the loop ends:
-// DESIGN.md, a failed request's buffers stay owned). Worker deaths reported by another thread
-// (workerDied) are applied between messages, at least every kPollMs.
+// Note [Parked buffers], a failed request's buffers stay owned). Worker deaths reported by another
+// thread (workerDied) are applied between messages, at least every kPollMs.
 #pragma once
 
 #include <atomic>

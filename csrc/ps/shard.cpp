@@ -4,20 +4,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "compression/codec.h"
+#include "compression/cast.h"
 #include "compression/topk.h"
 
 namespace distx::ps {
-namespace {
-
-// The codecs the shard decodes with (stateless, shared by every shard).
-const compression::Codec& castCodec(Codec c) {
-  static const auto fp16 = compression::makeCodec("fp16");
-  static const auto bf16 = compression::makeCodec("bf16");
-  return c == Codec::kFp16 ? *fp16 : *bf16;
-}
-
-}  // namespace
 
 RejectReason decodePush(const Header& h, const uint8_t* payload, size_t n,
                         std::vector<float>& dense) {
@@ -33,7 +23,8 @@ RejectReason decodePush(const Header& h, const uint8_t* payload, size_t n,
     case Codec::kBf16:
       if (h.count != n) return RejectReason::kCountMismatch;
       dense.resize(n);
-      castCodec(codec).decode(payload, 1, n, 1.0f, dense.data(), serial);
+      compression::castKernels(codec).decode(reinterpret_cast<const uint16_t*>(payload),
+                                             dense.data(), n, 1.0f, serial);
       return RejectReason::kNone;
     case Codec::kTopK: {
       if (h.count % 2 != 0) return RejectReason::kBadIndex;

@@ -15,7 +15,7 @@
 // when the last live worker's push arrives (so momentum/Adam see the summed
 // gradient, as DDP with a summing all-reduce); otherwise every push is one step.
 //
-// Note [PS clocks per chunk]: DESIGN.md puts one clock table per shard; here
+// Note [PS clocks per chunk]: the blueprint puts one clock table per shard; here
 // each chunk (key) has its own. Every worker pushes every chunk once per step,
 // so the two agree at step boundaries, and per-chunk tables need no cross-chunk
 // bookkeeping (a shard answers a chunk's pull without waiting for its others).

@@ -67,20 +67,6 @@ const char* rejectReasonName(RejectReason r) {
   return "?";
 }
 
-const char* codecName(Codec c) {
-  switch (c) {
-    case Codec::kNone:
-      return "none";
-    case Codec::kFp16:
-      return "fp16";
-    case Codec::kBf16:
-      return "bf16";
-    case Codec::kTopK:
-      return "topk";
-  }
-  return "?";
-}
-
 DType codecDType(Codec c) {
   switch (c) {
     case Codec::kFp16:
@@ -134,7 +120,7 @@ RejectReason decode(const uint8_t* data, size_t bytes, size_t maxPayloadBytes, M
   switch (h.op) {
     case Op::kPushPull:
       // Note [PS compressed pushes]: aux names the codec, dtype its payload type.
-      if (h.aux < 0 || h.aux > static_cast<int64_t>(Codec::kMaxCodec))
+      if (h.aux < 0 || h.aux > static_cast<int64_t>(compression::kMaxMethod))
         return RejectReason::kBadCodec;
       if (h.dtype != codecDType(static_cast<Codec>(h.aux))) return RejectReason::kBadDType;
       break;

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "compression/method.h"
 
 namespace distx::ps {
 
@@ -64,9 +65,9 @@ enum class Op : uint8_t {
   kMaxOp = kClose,
 };
 
-// Encoding of a push payload (Note [PS compressed pushes]); travels in `aux`.
-enum class Codec : uint8_t { kNone = 0, kFp16 = 1, kBf16 = 2, kTopK = 3, kMaxCodec = kTopK };
-const char* codecName(Codec c);
+// Encoding of a push payload (Note [PS compressed pushes]); travels in `aux`
+// as its wire value: the compression method (Note [Codec vocabulary]).
+using Codec = compression::Method;
 // The payload element type a codec's push must declare.
 DType codecDType(Codec c);
 

@@ -6,6 +6,7 @@
 #include "common/env.h"
 #include "common/settings.h"
 #include "common/topology.h"
+#include "compression/method.h"
 #include "transport/ucx/ucx_memory.h"
 #include "transport/ucx/ucx_transport.h"
 #ifdef DISTX_WITH_CUDA
@@ -105,6 +106,29 @@ PYBIND11_MODULE(_C, m) {
         return d;
       },
       py::arg("backend"), "Counters of a distx group's compressed all-reduces");
+  m.def(
+      "parse_compression",
+      [](const std::string& spec, const std::string& source) {
+        try {
+          const auto s = distx::compression::parseSpec(spec, source, /*allowOff=*/false);
+          return py::make_tuple(static_cast<int>(s.method), s.ratio);
+        } catch (const distx::Error& e) {
+          throw py::value_error(e.what());
+        }
+      },
+      py::arg("spec"), py::arg("source"),
+      "Note [Codec vocabulary]: 'none' | 'fp16' | 'bf16' | 'topk:<ratio>' -> (method, ratio); "
+      "ValueError naming `source` otherwise");
+  m.def(
+      "compression_methods",
+      [] {
+        py::dict d;
+        for (auto m : {distx::compression::Method::kNone, distx::compression::Method::kFp16,
+                       distx::compression::Method::kBf16, distx::compression::Method::kTopK})
+          d[distx::compression::methodName(m)] = static_cast<int>(m);
+        return d;
+      },
+      "Note [Codec vocabulary]: method name -> wire value");
   m.def("ucx_version", &distx::ucx::UcxTransport::version, "UCX version loaded at run time");
   m.def("ucx_cuda_memory", &distx::ucx::cudaMemorySupported,
         "Whether the loaded UCX takes CUDA device memory (Note [CUDA-aware rail])");

@@ -15,52 +15,33 @@
 //                                         only when it is 0 (so the caller keeps its data
 //                                         for a dense fallback; see torch_distx/hooks)
 //   topk_decode_into(payload, out!, scale=1)  topk_decode into a float32 `out`
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <string>
 
-#include "common/error.h"
+#include "backend/torch_parallel.hpp"
 #include "compression/cast.h"
 #include "compression/topk.h"
-
-#ifdef DISTX_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
-#include "compression/cuda_kernels.h"
-#endif
+#include "python/ops_codec.hpp"
 
 namespace distx {
+namespace ops {
+
+#ifndef DISTX_WITH_CUDA
+const CudaCodecOps& cudaCodecOps() {
+  TORCH_CHECK_VALUE(false, "distx: this build has no CUDA support");
+}
+#endif
+
+}  // namespace ops
+
 namespace {
 
 namespace cx = compression;
-
-// Codec kernels share torch's intra-op thread pool.
-const cx::Parallel& torchParallel() {
-  static const cx::Parallel par{static_cast<size_t>(at::get_num_threads()),
-                                [](size_t tasks, const std::function<void(size_t)>& task) {
-                                  at::parallel_for(0, static_cast<int64_t>(tasks), 1,
-                                                   [&](int64_t b, int64_t e) {
-                                                     for (int64_t i = b; i < e; ++i)
-                                                       task(static_cast<size_t>(i));
-                                                   });
-                                }};
-  return par;
-}
-
-// Core errors become the Python exceptions users expect.
-template <typename F>
-auto translate(const char* op, F&& f) {
-  try {
-    return f();
-  } catch (const InvalidArgument& e) {
-    TORCH_CHECK_VALUE(false, "distx::", op, ": ", e.what());
-  } catch (const Error& e) {
-    TORCH_CHECK(false, "distx::", op, ": ", e.what());
-  }
-}
+using cx::Method;
+using ops::cudaCodecOps;
+using ops::translate;
 
 at::Tensor floatInput(const at::Tensor& x, const char* op) {
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "distx::", op,
@@ -76,79 +57,59 @@ bool onCuda(const at::Tensor& t) {
   return t.device().is_cuda();
 }
 
-#ifdef DISTX_WITH_CUDA
-void* currentStream() {
-  return c10::cuda::getCurrentCUDAStream().stream();
-}
-#endif
-
 // ---------------------------------------------------------------- casts
 
-using CpuEncode = size_t (*)(const float*, uint16_t*, size_t, float, const cx::Parallel&);
-using CpuDecode = void (*)(const uint16_t*, float*, size_t, float, const cx::Parallel&);
-
-at::Tensor castEncode(const at::Tensor& x, double scale, at::ScalarType type, CpuEncode cpu,
-                      const char* op) {
+at::Tensor castEncode(const at::Tensor& x, double scale, Method m, const char* op) {
   checkScale(scale, op);
   const at::Tensor in = floatInput(x, op);
-  at::Tensor out = at::empty(x.sizes(), in.options().dtype(type));
-  auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr());
+  at::Tensor out = at::empty(x.sizes(), in.options().dtype(ops::payloadType(m)));
   if (onCuda(in)) {
-#ifdef DISTX_WITH_CUDA
-    const c10::cuda::CUDAGuard guard(in.device());
-    auto fn = type == at::kHalf ? cx::cuda::encodeFp16 : cx::cuda::encodeBf16;
-    translate(op, [&] {
-      fn(in.data_ptr<float>(), dst, in.numel(), static_cast<float>(scale), nullptr,
-         currentStream());
-      return 0;
-    });
+    cudaCodecOps().castEncode(in, out, static_cast<float>(scale), m, op);
     return out;
-#endif
   }
   translate(op, [&] {
-    return cpu(in.data_ptr<float>(), dst, in.numel(), static_cast<float>(scale), torchParallel());
+    return cx::castKernels(m).encode(in.data_ptr<float>(),
+                                     reinterpret_cast<uint16_t*>(out.data_ptr()), in.numel(),
+                                     static_cast<float>(scale), torchParallel());
   });
   return out;
 }
 
-at::Tensor castDecode(const at::Tensor& payload, double scale, at::ScalarType type, CpuDecode cpu,
-                      const char* op) {
+// The payload of a cast method's decode, checked and contiguous.
+at::Tensor castPayload(const at::Tensor& payload, double scale, Method m, const char* op) {
   checkScale(scale, op);
-  TORCH_CHECK_TYPE(payload.scalar_type() == type, "distx::", op, ": expected a ", type,
-                   " payload, got ", payload.scalar_type());
-  const at::Tensor in = payload.contiguous();
+  TORCH_CHECK_TYPE(payload.scalar_type() == ops::payloadType(m), "distx::", op, ": expected a ",
+                   ops::payloadType(m), " payload, got ", payload.scalar_type());
+  return payload.contiguous();
+}
+
+at::Tensor castDecode(const at::Tensor& payload, double scale, Method m, const char* op) {
+  const at::Tensor in = castPayload(payload, scale, m, op);
   at::Tensor out = at::empty(in.sizes(), in.options().dtype(at::kFloat));
-  const auto* src = reinterpret_cast<const uint16_t*>(in.data_ptr());
   if (onCuda(in)) {
-#ifdef DISTX_WITH_CUDA
-    const c10::cuda::CUDAGuard guard(in.device());
-    auto fn = type == at::kHalf ? cx::cuda::decodeFp16 : cx::cuda::decodeBf16;
-    translate(op, [&] {
-      fn(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), nullptr,
-         currentStream());
-      return 0;
-    });
+    cudaCodecOps().castDecode(in, out, static_cast<float>(scale), m, op);
     return out;
-#endif
   }
   translate(op, [&] {
-    cpu(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), torchParallel());
+    cx::castKernels(m).decode(reinterpret_cast<const uint16_t*>(in.data_ptr()),
+                              out.data_ptr<float>(), in.numel(), static_cast<float>(scale),
+                              torchParallel());
     return 0;
   });
   return out;
 }
 
 at::Tensor fp16Encode(const at::Tensor& x, double scale) {
-  return castEncode(x, scale, at::kHalf, cx::encodeFp16, "fp16_encode");
+  return castEncode(x, scale, Method::kFp16, "fp16_encode");
 }
 at::Tensor fp16Decode(const at::Tensor& payload, double scale) {
-  return castDecode(payload, scale, at::kHalf, cx::decodeFp16, "fp16_decode");
+  return castDecode(payload, scale, Method::kFp16, "fp16_decode");
 }
 at::Tensor bf16Encode(const at::Tensor& x, double scale) {
-  return castEncode(x, scale, at::kBFloat16, cx::encodeBf16, "bf16_encode");
+  return castEncode(x, scale, Method::kBf16, "bf16_encode");
 }
 at::Tensor bf16Decode(const at::Tensor& payload, double scale) {
-  return castDecode(payload, scale, at::kBFloat16, cx::decodeBf16, "bf16_decode");
+  return castDecode(payload, scale, Method::kBf16, "bf16_decode");
 }
 
 void checkOut(const at::Tensor& out, const at::Tensor& payload, int64_t numel, const char* op) {
@@ -161,35 +122,18 @@ void checkOut(const at::Tensor& out, const at::Tensor& payload, int64_t numel, c
                     ", the payload on ", payload.device());
 }
 
-using CpuCount = size_t (*)(const uint16_t*, size_t, const cx::Parallel&);
-
-at::Tensor castDecodeInto(const at::Tensor& payload, at::Tensor& out, double scale,
-                          at::ScalarType type, CpuCount count, CpuDecode decode, const char* op) {
-  checkScale(scale, op);
-  TORCH_CHECK_TYPE(payload.scalar_type() == type, "distx::", op, ": expected a ", type,
-                   " payload, got ", payload.scalar_type());
-  const at::Tensor in = payload.contiguous();
+at::Tensor castDecodeInto(const at::Tensor& payload, at::Tensor& out, double scale, Method m,
+                          const char* op) {
+  const at::Tensor in = castPayload(payload, scale, m, op);
   checkOut(out, in, in.numel(), op);
+  if (onCuda(in)) return cudaCodecOps().castDecodeInto(in, out, static_cast<float>(scale), m, op);
   const auto* src = reinterpret_cast<const uint16_t*>(in.data_ptr());
-  if (onCuda(in)) {
-#ifdef DISTX_WITH_CUDA
-    const c10::cuda::CUDAGuard guard(in.device());
-    at::Tensor bad = at::zeros({}, in.options().dtype(at::kLong));
-    auto* counter = reinterpret_cast<unsigned long long*>(bad.data_ptr<int64_t>());
-    auto fn = type == at::kHalf ? cx::cuda::decodeFp16 : cx::cuda::decodeBf16;
-    translate(op, [&] {
-      cx::cuda::countNonFinite(src, in.numel(), type == at::kBFloat16, counter, currentStream());
-      fn(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), counter,
-         currentStream());
-      return 0;
-    });
-    return bad;
-#endif
-  }
-  const size_t bad = translate(op, [&] { return count(src, in.numel(), torchParallel()); });
+  const cx::CastKernels& k = cx::castKernels(m);
+  const size_t bad =
+      translate(op, [&] { return k.countNonFinite(src, in.numel(), torchParallel()); });
   if (bad == 0) {
     translate(op, [&] {
-      decode(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), torchParallel());
+      k.decode(src, out.data_ptr<float>(), in.numel(), static_cast<float>(scale), torchParallel());
       return 0;
     });
   }
@@ -197,12 +141,10 @@ at::Tensor castDecodeInto(const at::Tensor& payload, at::Tensor& out, double sca
 }
 
 at::Tensor fp16DecodeInto(const at::Tensor& payload, at::Tensor& out, double scale) {
-  return castDecodeInto(payload, out, scale, at::kHalf, cx::countNonFiniteFp16, cx::decodeFp16,
-                        "fp16_decode_into");
+  return castDecodeInto(payload, out, scale, Method::kFp16, "fp16_decode_into");
 }
 at::Tensor bf16DecodeInto(const at::Tensor& payload, at::Tensor& out, double scale) {
-  return castDecodeInto(payload, out, scale, at::kBFloat16, cx::countNonFiniteBf16, cx::decodeBf16,
-                        "bf16_decode_into");
+  return castDecodeInto(payload, out, scale, Method::kBf16, "bf16_decode_into");
 }
 
 // ---------------------------------------------------------------- top-k
@@ -213,16 +155,8 @@ at::Tensor topkRun(const at::Tensor& x, float* residual, int64_t k, const char* 
   TORCH_CHECK_VALUE(k >= 0 && k <= n, "distx::", op, ": k = ", k, " must be in [0, ", n, "]");
   at::Tensor pairs = at::empty({k, 2}, in.options().dtype(at::kInt));
   if (onCuda(in)) {
-#ifdef DISTX_WITH_CUDA
-    const c10::cuda::CUDAGuard guard(in.device());
-    at::Tensor scratch = at::empty({static_cast<int64_t>(cx::cuda::topkScratchBytes(n))},
-                                   in.options().dtype(at::kByte));
-    translate(op, [&] {
-      return cx::cuda::encodeTopK(in.data_ptr<float>(), residual, n, k, 1.0f,
-                                  pairs.data_ptr<int32_t>(), scratch.data_ptr(), currentStream());
-    });
+    cudaCodecOps().topkEncode(in, residual, k, pairs, op);
     return pairs;
-#endif
   }
   translate(op, [&] {
     return cx::encodeTopK(in.data_ptr<float>(), residual, n, k, 1.0f, pairs.data_ptr<int32_t>(),
@@ -258,19 +192,8 @@ void topkDecodeTo(const at::Tensor& payload, at::Tensor& out, double scale, cons
   const size_t count = static_cast<size_t>(in.numel() / 2);
   const size_t numel = static_cast<size_t>(out.numel());
   if (onCuda(in)) {
-#ifdef DISTX_WITH_CUDA
-    const c10::cuda::CUDAGuard guard(in.device());
-    // Leading dimensions are segments (ranks) applied in order; see cuda_kernels.h.
-    const size_t segmentPairs = in.dim() >= 2 ? static_cast<size_t>(in.size(-2)) : 1;
-    const size_t segments = segmentPairs ? count / segmentPairs : 0;
-    translate(op, [&] {
-      cx::cuda::decodeTopK(in.data_ptr<int32_t>(), segments, segmentPairs, numel,
-                           static_cast<float>(scale), out.data_ptr<float>(), false,
-                           currentStream());
-      return 0;
-    });
+    cudaCodecOps().topkDecode(in, out, static_cast<float>(scale), op);
     return;
-#endif
   }
   translate(op, [&] {
     cx::decodeTopK(in.data_ptr<int32_t>(), count, numel, static_cast<float>(scale),

@@ -98,8 +98,9 @@ void initPsBindings(py::module& m) {
              cfg.optimizer.eps = eps;
              cfg.total = static_cast<size_t>(init.numel());
              cfg.chunkElems = chunkElems;
-             TORCH_CHECK(compression >= 0 && compression <= static_cast<int>(ps::Codec::kMaxCodec),
-                         "ps: bad compression codec ", compression);
+             TORCH_CHECK(
+                 compression >= 0 && compression <= static_cast<int>(compression::kMaxMethod),
+                 "ps: bad compression codec ", compression);
              cfg.compression = static_cast<ps::Codec>(compression);
              TORCH_CHECK(topkRatio > 0 && topkRatio <= 1, "ps: top-k ratio must be in (0, 1], got ",
                          topkRatio);

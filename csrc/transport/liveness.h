@@ -1,6 +1,6 @@
 // Note [Liveness ring]
 // Dead-peer detection that costs the data path nothing (UCX keeps shared
-// memory; its PEER error mode would move everything to TCP, see DESIGN.md).
+// memory; its PEER error mode would move everything to TCP, see docs/design.md).
 //
 // Every rank keeps one TCP connection to each ring neighbour. The kernel closes
 // a process's sockets when it dies, SIGKILL included, so a neighbour sees EOF

@@ -142,8 +142,8 @@ TEST(PsNode, ConvexProblemConvergesWithCompressedPushes) {
           for (int v = 0; v < W; ++v)
             opt += target(v, i);
           opt /= W;
-          EXPECT_NEAR(xs[w][i], opt, 2e-2)
-              << codecName(codec) << " servers=" << servers << " w=" << w << " i=" << i;
+          EXPECT_NEAR(xs[w][i], opt, 2e-2) << compression::methodName(codec)
+                                           << " servers=" << servers << " w=" << w << " i=" << i;
         }
       }
     }

@@ -40,7 +40,7 @@ std::vector<uint8_t> codedPush(uint32_t key, uint32_t worker, int64_t clock,
   }
   compression::CodecOptions o;
   o.ratio = ratio;
-  auto c = compression::makeCodec(codecName(codec), o);
+  auto c = compression::makeCodec(compression::methodName(codec), o);
   std::vector<uint8_t> payload(c->payloadBytes(x.size()));
   c->encode(x.data(), x.size(), 1.0f, state, payload.data(), compression::serialParallel());
   Header h = push(key, worker, clock, payload.size() / dtypeSize(codecDType(codec)));
@@ -135,7 +135,8 @@ TEST(PsWire, DecoderChecksTheCodecOfAPush) {
   Message m;
   for (Codec c : {Codec::kNone, Codec::kFp16, Codec::kBf16, Codec::kTopK}) {
     auto b = codedPush(0, 0, 1, x, c, 0.5, st);
-    EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kNone) << codecName(c);
+    EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kNone)
+        << compression::methodName(c);
     EXPECT_EQ(m.header.aux, static_cast<int64_t>(c));
     b[24] = 4;  // aux: no codec 4
     EXPECT_EQ(decode(b.data(), b.size(), 1 << 20, m), RejectReason::kBadCodec);
@@ -168,14 +169,14 @@ TEST(PsWire, CompressedPushesDecodeLikeTheCodec) {
     compression::TensorState st;
     compression::CodecOptions o;
     o.ratio = 0.05;
-    auto codec = compression::makeCodec(codecName(c), o);
+    auto codec = compression::makeCodec(compression::methodName(c), o);
     auto msg = codedPush(0, 0, 1, x, c, 0.05, st);
     Message m;
     ASSERT_EQ(decode(msg.data(), msg.size(), 1 << 20, m), RejectReason::kNone);
     std::vector<float> got, ref(n);
     ASSERT_EQ(decodePush(m.header, m.payload, n, got), RejectReason::kNone);
     codec->decode(m.payload, 1, n, 1.0f, ref.data(), compression::serialParallel());
-    EXPECT_EQ(got, ref) << codecName(c);
+    EXPECT_EQ(got, ref) << compression::methodName(c);
     if (c == Codec::kTopK) {
       // Error feedback: what was sent plus the residual kept is the input, exactly.
       ASSERT_EQ(st.residual.size(), n);

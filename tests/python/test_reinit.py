@@ -1,4 +1,4 @@
-"""A process group re-created on the same store (DESIGN.md "Process groups").
+"""A process group re-created on the same store (docs/design.md, "Process groups").
 
 ``init_process_group(store=s)``, ``destroy_process_group()``, then
 ``init_process_group(store=s)`` again: torch gives the new default group the

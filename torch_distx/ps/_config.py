@@ -8,9 +8,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .. import _C
+
 MODES = ("delta", "server")
 OPT_KINDS = {"add": 0, "sgd": 1, "adam": 2, "adamw": 3}
-CODECS = {"fp16": 1, "bf16": 2, "topk": 3}  # csrc/ps/wire.h, Codec
 DEFAULT_CHUNK_BYTES = 1 << 20
 
 
@@ -35,24 +36,14 @@ def worker_group(servers: int) -> Any:
 
 def parse_compression(spec: str | None) -> tuple[int, float]:
     """``None``, ``"fp16"``, ``"bf16"`` or ``"topk:<ratio>"`` (ratio in (0, 1], e.g.
-    ``"topk:0.01"``) -> (codec id, top-k ratio)."""
+    ``"topk:0.01"``) -> (codec id, top-k ratio), by the one parser of the group
+    switch and the ops (Note [Codec vocabulary]); ``ValueError`` otherwise."""
     if spec is None:
         return 0, 0.01
     if not isinstance(spec, str):
         raise ValueError(f"ps: compression must be None, 'fp16', 'bf16' or 'topk:<ratio>', got {spec!r}")
-    name, _, arg = spec.partition(":")
-    if name in ("fp16", "bf16") and not arg:
-        return CODECS[name], 0.01
-    if name == "topk" and arg:
-        try:
-            ratio = float(arg)
-        except ValueError:
-            ratio = float("nan")
-        if 0.0 < ratio <= 1.0:
-            return CODECS["topk"], ratio
-        raise ValueError(f"ps: top-k ratio must be in (0, 1], got {arg!r} in compression={spec!r}")
-    raise ValueError(f"ps: compression must be None, 'fp16', 'bf16' or 'topk:<ratio>' "
-                     f"(e.g. 'topk:0.01'), got {spec!r}")
+    method, ratio = _C.parse_compression(spec, "ps: compression")
+    return method, ratio if ratio > 0 else 0.01
 
 
 def optimizer_config(optimizer: torch.optim.Optimizer | None, mode: str) -> dict[str, Any]:

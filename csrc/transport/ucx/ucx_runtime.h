@@ -1,6 +1,6 @@
 // Note [Shared UCX runtime]
 // One runtime per process (its two UCP contexts and MULTI-mode workers, Note
-// [Network worker], and one progress thread), shared by every distx process group (DESIGN.md
+// [Network worker], and one progress thread), shared by every distx process group (docs/design.md
 // "Process groups"): DeviceMesh, HSDP and libraries create many groups, and a context + worker +
 // thread set per group cost ~3 threads and ~15 fds each. The runtime is created by the first group
 // and destroyed when the last one lets go of it.
