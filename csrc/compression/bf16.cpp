@@ -4,11 +4,11 @@
 // AVX2 or AVX-512F the encoder is written out with intrinsics (16 lanes per
 // iteration): narrowing 32 -> 16 bits is where the compiler's version loses
 // time.
-#include <atomic>
 #include <cstring>
 
 #include "common/half.h"
 #include "compression/cast.h"
+#include "compression/cast_chunks.h"
 #include "compression/simd.h"
 
 #if DISTX_X86_DISPATCH
@@ -63,6 +63,13 @@ size_t recount(const float* src, const uint16_t* dst, size_t n) {
   return overflow;
 }
 
+// How a vector encoder ends after its last whole block, at i: the recount of
+// [0, i) if a lane came near inf, plus the scalar loop over the tail.
+size_t finishEncode(bool nearInf, const float* src, uint16_t* dst, size_t i, size_t n,
+                    float scale) {
+  return (nearInf ? recount(src, dst, i) : 0) + encodeLoop(src + i, dst + i, n - i, scale);
+}
+
 // 8 floats -> 8 bf16 codes in the low halves of 32-bit lanes.
 // `seen` collects lanes whose |x*scale| rounds to inf or is inf/NaN.
 __attribute__((target("avx2"))) inline __m256i narrowAvx2(const float* p, __m256 vscale,
@@ -94,8 +101,7 @@ __attribute__((target("avx2"))) size_t encodeAvx2(const float* src, uint16_t* ds
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), packed);
   }
-  const size_t overflow = _mm256_testz_si256(seen, seen) ? 0 : recount(src, dst, i);
-  return overflow + encodeLoop(src + i, dst + i, n - i, scale);
+  return finishEncode(!_mm256_testz_si256(seen, seen), src, dst, i, n, scale);
 }
 
 // GCC 12 flags its own AVX-512 intrinsic headers (_mm512_undefined_*) here.
@@ -121,60 +127,36 @@ __attribute__((target("avx512f"))) size_t encodeAvx512(const float* src, uint16_
     seen |= _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, absMask),
                                     _mm512_set1_epi32(static_cast<int32_t>(kRoundsToInfBits)));
   }
-  const size_t overflow = seen ? recount(src, dst, i) : 0;
-  return overflow + encodeLoop(src + i, dst + i, n - i, scale);
+  return finishEncode(seen != 0, src, dst, i, n, scale);
 }
 
 #pragma GCC diagnostic pop
-
-bool haveAvx512() {
-  static const bool have = __builtin_cpu_supports("avx512f");
-  return have;
-}
-
-bool haveAvx2() {
-  static const bool have = __builtin_cpu_supports("avx2");
-  return have;
-}
 #endif
 
-DISTX_CLONES size_t countNonFiniteLoop(const uint16_t* __restrict src, size_t n) {
-  size_t count = 0;
-  for (size_t i = 0; i < n; ++i)
-    count += (src[i] & 0x7f80u) == 0x7f80u;
-  return count;
+// Chosen once, on the first call (every CPU decodes with the compiler-vectorised loop).
+const CastLoops& loops() {
+  static const CastLoops chosen = [] {
+#if DISTX_X86_DISPATCH
+    if (__builtin_cpu_supports("avx512f")) return CastLoops{"avx512f", encodeAvx512, decodeLoop};
+    if (__builtin_cpu_supports("avx2")) return CastLoops{"avx2", encodeAvx2, decodeLoop};
+#endif
+    return CastLoops{"scalar", encodeLoop, decodeLoop};
+  }();
+  return chosen;
 }
 
 }  // namespace
 
 size_t encodeBf16(const float* src, uint16_t* dst, size_t n, float scale, const Parallel& par) {
-  std::atomic<size_t> overflow{0};
-  parallelRange(n, kStreamGrain, par, [&](size_t b, size_t e) {
-#if DISTX_X86_DISPATCH
-    if (haveAvx512()) {
-      overflow += encodeAvx512(src + b, dst + b, e - b, scale);
-      return;
-    }
-    if (haveAvx2()) {
-      overflow += encodeAvx2(src + b, dst + b, e - b, scale);
-      return;
-    }
-#endif
-    overflow += encodeLoop(src + b, dst + b, e - b, scale);
-  });
-  return overflow.load();
+  return encodeChunks(loops().encode, src, dst, n, scale, par);
 }
 
 void decodeBf16(const uint16_t* src, float* dst, size_t n, float scale, const Parallel& par) {
-  parallelRange(n, kStreamGrain, par,
-                [&](size_t b, size_t e) { decodeLoop(src + b, dst + b, e - b, scale); });
+  decodeChunks(loops().decode, src, dst, n, scale, par);
 }
 
 size_t countNonFiniteBf16(const uint16_t* src, size_t n, const Parallel& par) {
-  std::atomic<size_t> count{0};
-  parallelRange(n, kStreamGrain, par,
-                [&](size_t b, size_t e) { count += countNonFiniteLoop(src + b, e - b); });
-  return count.load();
+  return countExpAllOnes(src, n, 0x7f80u, par);
 }
 
 }  // namespace compression

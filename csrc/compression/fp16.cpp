@@ -2,12 +2,12 @@
 // VCVTPS2PH / VCVTPH2PS, 16 lanes with AVX-512F or 8 with F16C, round to
 // nearest even (the same results as common/half.h, which handles the tails
 // and other CPUs).
-#include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include "common/half.h"
 #include "compression/cast.h"
+#include "compression/cast_chunks.h"
 #include "compression/simd.h"
 
 #if DISTX_X86_DISPATCH
@@ -32,6 +32,12 @@ size_t encodeScalar(const float* src, uint16_t* dst, size_t n, float scale) {
   return overflow;
 }
 
+void decodeScalar(const uint16_t* src, float* dst, size_t n, float scale) {
+  for (size_t i = 0; i < n; ++i)
+    dst[i] = halfToFloat(src[i]) * scale;
+}
+
+#if DISTX_X86_DISPATCH
 // Exact overflow count of an encoded range; the vector loops only track
 // whether any |x*scale| reached the limit and call this when one did (rare).
 size_t recount(const float* src, const uint16_t* dst, size_t n) {
@@ -41,12 +47,13 @@ size_t recount(const float* src, const uint16_t* dst, size_t n) {
   return overflow;
 }
 
-void decodeScalar(const uint16_t* src, float* dst, size_t n, float scale) {
-  for (size_t i = 0; i < n; ++i)
-    dst[i] = halfToFloat(src[i]) * scale;
+// How a vector encoder ends after its last whole block, at i: the recount of
+// [0, i) if a lane reached the limit, plus the scalar loop over the tail.
+size_t finishEncode(bool reachedLimit, const float* src, uint16_t* dst, size_t i, size_t n,
+                    float scale) {
+  return (reachedLimit ? recount(src, dst, i) : 0) + encodeScalar(src + i, dst + i, n - i, scale);
 }
 
-#if DISTX_X86_DISPATCH
 __attribute__((target("avx,f16c"))) size_t encodeF16c(const float* src, uint16_t* dst, size_t n,
                                                       float scale) {
   const __m256 vscale = _mm256_set1_ps(scale);
@@ -60,8 +67,7 @@ __attribute__((target("avx,f16c"))) size_t encodeF16c(const float* src, uint16_t
                      _mm256_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT));
     seen = _mm256_or_ps(seen, _mm256_cmp_ps(_mm256_and_ps(y, absMask), limit, _CMP_GE_OQ));
   }
-  const size_t overflow = _mm256_movemask_ps(seen) ? recount(src, dst, i) : 0;
-  return overflow + encodeScalar(src + i, dst + i, n - i, scale);
+  return finishEncode(_mm256_movemask_ps(seen) != 0, src, dst, i, n, scale);
 }
 
 __attribute__((target("avx,f16c"))) void decodeF16c(const uint16_t* src, float* dst, size_t n,
@@ -91,8 +97,7 @@ __attribute__((target("avx512f"))) size_t encodeAvx512(const float* src, uint16_
                         _mm512_cvtps_ph(y, _MM_FROUND_TO_NEAREST_INT));
     seen |= _mm512_cmp_ps_mask(_mm512_abs_ps(y), limit, _CMP_GE_OQ);
   }
-  const size_t overflow = seen ? recount(src, dst, i) : 0;
-  return overflow + encodeScalar(src + i, dst + i, n - i, scale);
+  return finishEncode(seen != 0, src, dst, i, n, scale);
 }
 
 __attribute__((target("avx512f"))) void decodeAvx512(const uint16_t* src, float* dst, size_t n,
@@ -107,68 +112,37 @@ __attribute__((target("avx512f"))) void decodeAvx512(const uint16_t* src, float*
 }
 
 #pragma GCC diagnostic pop
-
-bool haveAvx512() {
-  static const bool have = __builtin_cpu_supports("avx512f");
-  return have;
-}
-
-bool haveF16c() {
-  static const bool have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return have;
-}
 #endif
 
-DISTX_CLONES size_t countNonFiniteLoop(const uint16_t* __restrict src, size_t n) {
-  size_t count = 0;
-  for (size_t i = 0; i < n; ++i)
-    count += (src[i] & 0x7c00u) == 0x7c00u;
-  return count;
+// Chosen once, on the first call.
+const CastLoops& loops() {
+  static const CastLoops chosen = [] {
+#if DISTX_X86_DISPATCH
+    if (__builtin_cpu_supports("avx512f")) return CastLoops{"avx512f", encodeAvx512, decodeAvx512};
+    if (__builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c"))
+      return CastLoops{"f16c", encodeF16c, decodeF16c};
+#endif
+    return CastLoops{"scalar", encodeScalar, decodeScalar};
+  }();
+  return chosen;
 }
 
 }  // namespace
 
 const char* fp16KernelName() {
-#if DISTX_X86_DISPATCH
-  if (haveAvx512()) return "avx512f";
-  if (haveF16c()) return "f16c";
-#endif
-  return "scalar";
+  return loops().name;
 }
 
 size_t encodeFp16(const float* src, uint16_t* dst, size_t n, float scale, const Parallel& par) {
-  std::atomic<size_t> overflow{0};
-  parallelRange(n, kStreamGrain, par, [&](size_t b, size_t e) {
-#if DISTX_X86_DISPATCH
-    if (haveAvx512()) {
-      overflow += encodeAvx512(src + b, dst + b, e - b, scale);
-      return;
-    }
-    if (haveF16c()) {
-      overflow += encodeF16c(src + b, dst + b, e - b, scale);
-      return;
-    }
-#endif
-    overflow += encodeScalar(src + b, dst + b, e - b, scale);
-  });
-  return overflow.load();
+  return encodeChunks(loops().encode, src, dst, n, scale, par);
 }
 
 void decodeFp16(const uint16_t* src, float* dst, size_t n, float scale, const Parallel& par) {
-  parallelRange(n, kStreamGrain, par, [&](size_t b, size_t e) {
-#if DISTX_X86_DISPATCH
-    if (haveAvx512()) return decodeAvx512(src + b, dst + b, e - b, scale);
-    if (haveF16c()) return decodeF16c(src + b, dst + b, e - b, scale);
-#endif
-    decodeScalar(src + b, dst + b, e - b, scale);
-  });
+  decodeChunks(loops().decode, src, dst, n, scale, par);
 }
 
 size_t countNonFiniteFp16(const uint16_t* src, size_t n, const Parallel& par) {
-  std::atomic<size_t> count{0};
-  parallelRange(n, kStreamGrain, par,
-                [&](size_t b, size_t e) { count += countNonFiniteLoop(src + b, e - b); });
-  return count.load();
+  return countExpAllOnes(src, n, 0x7c00u, par);
 }
 
 }  // namespace compression
