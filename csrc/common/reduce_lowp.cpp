@@ -31,6 +31,10 @@
 namespace distx::lowp {
 namespace {
 
+// The AVX2 kernel's load/store of each format (defined with it, on x86 only).
+struct HalfLanes;
+struct Bf16Lanes;
+
 // ------------------------------------------------------------- scalar kernel
 
 template <float (*ToF)(uint16_t), uint16_t (*FromF)(float), typename F>
@@ -185,6 +189,26 @@ bool haveAvx2() {
 }
 #endif  // DISTX_LOWP_X86
 
+// Both formats: the AVX2 kernel (when chosen and present) takes the whole
+// blocks, the scalar one the rest.
+template <class Lanes, float (*ToF)(uint16_t), uint16_t (*FromF)(float)>
+void reduceWith(uint16_t* dst, const uint16_t* src, size_t n, ReduceOp op, Kernel k) {
+  size_t done = 0;
+#if DISTX_LOWP_X86
+  if (k == Kernel::kAvx2 && haveAvx2()) done = reduceAvx2<Lanes>(dst, src, n, op);
+#endif
+  reduceScalar<ToF, FromF>(dst + done, src + done, n - done, op);
+}
+
+template <class Lanes, float (*ToF)(uint16_t), uint16_t (*FromF)(float)>
+void divideWith(uint16_t* data, size_t n, int divisor, Kernel k) {
+  size_t done = 0;
+#if DISTX_LOWP_X86
+  if (k == Kernel::kAvx2 && haveAvx2()) done = divideAvx2<Lanes>(data, n, divisor);
+#endif
+  divideScalar<ToF, FromF>(data + done, n - done, divisor);
+}
+
 }  // namespace
 
 bool kernelAvailable(Kernel k) {
@@ -205,35 +229,19 @@ const char* kernelName(Kernel k) {
 }
 
 void reduceHalf(uint16_t* dst, const uint16_t* src, size_t n, ReduceOp op, Kernel k) {
-  size_t done = 0;
-#if DISTX_LOWP_X86
-  if (k == Kernel::kAvx2 && haveAvx2()) done = reduceAvx2<HalfLanes>(dst, src, n, op);
-#endif
-  reduceScalar<halfToFloat, floatToHalf>(dst + done, src + done, n - done, op);
+  reduceWith<HalfLanes, halfToFloat, floatToHalf>(dst, src, n, op, k);
 }
 
 void reduceBf16(uint16_t* dst, const uint16_t* src, size_t n, ReduceOp op, Kernel k) {
-  size_t done = 0;
-#if DISTX_LOWP_X86
-  if (k == Kernel::kAvx2 && haveAvx2()) done = reduceAvx2<Bf16Lanes>(dst, src, n, op);
-#endif
-  reduceScalar<bf16ToFloat, floatToBf16>(dst + done, src + done, n - done, op);
+  reduceWith<Bf16Lanes, bf16ToFloat, floatToBf16>(dst, src, n, op, k);
 }
 
 void divideHalf(uint16_t* data, size_t n, int divisor, Kernel k) {
-  size_t done = 0;
-#if DISTX_LOWP_X86
-  if (k == Kernel::kAvx2 && haveAvx2()) done = divideAvx2<HalfLanes>(data, n, divisor);
-#endif
-  divideScalar<halfToFloat, floatToHalf>(data + done, n - done, divisor);
+  divideWith<HalfLanes, halfToFloat, floatToHalf>(data, n, divisor, k);
 }
 
 void divideBf16(uint16_t* data, size_t n, int divisor, Kernel k) {
-  size_t done = 0;
-#if DISTX_LOWP_X86
-  if (k == Kernel::kAvx2 && haveAvx2()) done = divideAvx2<Bf16Lanes>(data, n, divisor);
-#endif
-  divideScalar<bf16ToFloat, floatToBf16>(data + done, n - done, divisor);
+  divideWith<Bf16Lanes, bf16ToFloat, floatToBf16>(data, n, divisor, k);
 }
 
 }  // namespace distx::lowp
