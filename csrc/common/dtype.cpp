@@ -1,87 +1,42 @@
 #include "common/dtype.h"
 
+#include <iterator>
+
+#include "common/enum_table.h"
+
 namespace distx {
+namespace {
+
+// Rows in the order of dtype.h (common/enum_table.h).
+struct DTypeRow {
+  const char* name;
+  size_t size;
+};
+constexpr DTypeRow kDTypes[] = {
+    {"float32", 4}, {"float64", 8}, {"float16", 2},   {"bfloat16", 2},
+    {"int8", 1},    {"uint8", 1},   {"int16", 2},     {"int32", 4},
+    {"int64", 8},   {"bool", 1},    {"complex64", 8}, {"complex128", 16},
+};
+static_assert(std::size(kDTypes) == static_cast<size_t>(DType::kComplex128) + 1,
+              "one row per DType");
+
+constexpr const char* kReduceOpNames[] = {"SUM", "AVG",  "PRODUCT", "MIN",
+                                          "MAX", "BAND", "BOR",     "BXOR"};
+static_assert(std::size(kReduceOpNames) == static_cast<size_t>(ReduceOp::kBXor) + 1,
+              "one name per ReduceOp");
+
+}  // namespace
 
 size_t dtypeSize(DType dt) {
-  switch (dt) {
-    case DType::kFloat32:
-      return 4;
-    case DType::kFloat64:
-      return 8;
-    case DType::kFloat16:
-      return 2;
-    case DType::kBFloat16:
-      return 2;
-    case DType::kInt8:
-      return 1;
-    case DType::kUInt8:
-      return 1;
-    case DType::kInt16:
-      return 2;
-    case DType::kInt32:
-      return 4;
-    case DType::kInt64:
-      return 8;
-    case DType::kBool:
-      return 1;
-    case DType::kComplex64:
-      return 8;
-    case DType::kComplex128:
-      return 16;
-  }
-  return 0;
+  return enumLookup(kDTypes, dt, DTypeRow{"?", 0}).size;
 }
 
 const char* dtypeName(DType dt) {
-  switch (dt) {
-    case DType::kFloat32:
-      return "float32";
-    case DType::kFloat64:
-      return "float64";
-    case DType::kFloat16:
-      return "float16";
-    case DType::kBFloat16:
-      return "bfloat16";
-    case DType::kInt8:
-      return "int8";
-    case DType::kUInt8:
-      return "uint8";
-    case DType::kInt16:
-      return "int16";
-    case DType::kInt32:
-      return "int32";
-    case DType::kInt64:
-      return "int64";
-    case DType::kBool:
-      return "bool";
-    case DType::kComplex64:
-      return "complex64";
-    case DType::kComplex128:
-      return "complex128";
-  }
-  return "?";
+  return enumLookup(kDTypes, dt, DTypeRow{"?", 0}).name;
 }
 
 const char* reduceOpName(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      return "SUM";
-    case ReduceOp::kAvg:
-      return "AVG";
-    case ReduceOp::kProduct:
-      return "PRODUCT";
-    case ReduceOp::kMin:
-      return "MIN";
-    case ReduceOp::kMax:
-      return "MAX";
-    case ReduceOp::kBAnd:
-      return "BAND";
-    case ReduceOp::kBOr:
-      return "BOR";
-    case ReduceOp::kBXor:
-      return "BXOR";
-  }
-  return "?";
+  return enumLookup(kReduceOpNames, op, "?");
 }
 
 bool isFloating(DType dt) {

@@ -3,24 +3,24 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <iterator>
 
+#include "common/enum_table.h"
 #include "common/error.h"
 
 namespace distx {
 namespace compression {
+namespace {
+
+// Indexed by the wire value (method.h).
+constexpr const char* kMethodNames[] = {"none", "fp16", "bf16", "topk"};
+static_assert(std::size(kMethodNames) == static_cast<size_t>(kMaxMethod) + 1,
+              "one name per Method");
+
+}  // namespace
 
 const char* methodName(Method m) {
-  switch (m) {
-    case Method::kNone:
-      return "none";
-    case Method::kFp16:
-      return "fp16";
-    case Method::kBf16:
-      return "bf16";
-    case Method::kTopK:
-      return "topk";
-  }
-  return "?";
+  return enumLookup(kMethodNames, m, "?");
 }
 
 Spec parseSpec(const std::string& m, const std::string& source, bool allowOff) {

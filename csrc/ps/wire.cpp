@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
+
+#include "common/enum_table.h"
 
 namespace distx::ps {
 namespace {
@@ -21,50 +24,34 @@ bool validDType(uint8_t d) {
   return d <= static_cast<uint8_t>(DType::kComplex128);
 }
 
+// Indexed by RejectReason (wire.h), in its order.
+constexpr const char* kRejectReasonNames[] = {
+    "none",                 // kNone
+    "truncated",            // kTruncated
+    "bad magic",            // kBadMagic
+    "bad version",          // kBadVersion
+    "bad op",               // kBadOp
+    "bad dtype",            // kBadDType
+    "bad length",           // kBadLength
+    "too large",            // kTooLarge
+    "bad lr",               // kBadLr
+    "unknown key",          // kUnknownKey
+    "count mismatch",       // kCountMismatch
+    "sender not in group",  // kNotInGroup
+    "spoofed sender",       // kSpoofedSender
+    "clock out of order",   // kClockBackwards
+    "non-finite payload",   // kNonFinite
+    "bad state blob",       // kBadState
+    "bad codec",            // kBadCodec
+    "bad top-k index",      // kBadIndex
+};
+static_assert(std::size(kRejectReasonNames) == static_cast<size_t>(RejectReason::kCount_),
+              "one name per RejectReason");
+
 }  // namespace
 
 const char* rejectReasonName(RejectReason r) {
-  switch (r) {
-    case RejectReason::kNone:
-      return "none";
-    case RejectReason::kTruncated:
-      return "truncated";
-    case RejectReason::kBadMagic:
-      return "bad magic";
-    case RejectReason::kBadVersion:
-      return "bad version";
-    case RejectReason::kBadOp:
-      return "bad op";
-    case RejectReason::kBadDType:
-      return "bad dtype";
-    case RejectReason::kBadLength:
-      return "bad length";
-    case RejectReason::kTooLarge:
-      return "too large";
-    case RejectReason::kBadLr:
-      return "bad lr";
-    case RejectReason::kUnknownKey:
-      return "unknown key";
-    case RejectReason::kCountMismatch:
-      return "count mismatch";
-    case RejectReason::kNotInGroup:
-      return "sender not in group";
-    case RejectReason::kSpoofedSender:
-      return "spoofed sender";
-    case RejectReason::kClockBackwards:
-      return "clock out of order";
-    case RejectReason::kNonFinite:
-      return "non-finite payload";
-    case RejectReason::kBadState:
-      return "bad state blob";
-    case RejectReason::kBadCodec:
-      return "bad codec";
-    case RejectReason::kBadIndex:
-      return "bad top-k index";
-    case RejectReason::kCount_:
-      break;
-  }
-  return "?";
+  return enumLookup(kRejectReasonNames, r, "?");
 }
 
 DType codecDType(Codec c) {

@@ -1,4 +1,5 @@
-// Tag layout round trip, half/bfloat16 conversions, the settings table.
+// Tag layout round trip, half/bfloat16 conversions, dtype and op names, the
+// settings table.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,7 +8,10 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
+#include <vector>
 
+#include "common/dtype.h"
 #include "common/env.h"
 #include "common/error.h"
 #include "common/half.h"
@@ -97,6 +101,31 @@ std::string errorOf(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+// The names and sizes every log line and error message uses, pinned for each
+// enumerator (dtype.cpp keeps them in tables indexed by the enum value).
+TEST(DType, NamesAndSizesOfEveryValue) {
+  const std::vector<std::tuple<DType, const char*, size_t>> rows = {
+      {DType::kFloat32, "float32", 4},     {DType::kFloat64, "float64", 8},
+      {DType::kFloat16, "float16", 2},     {DType::kBFloat16, "bfloat16", 2},
+      {DType::kInt8, "int8", 1},           {DType::kUInt8, "uint8", 1},
+      {DType::kInt16, "int16", 2},         {DType::kInt32, "int32", 4},
+      {DType::kInt64, "int64", 8},         {DType::kBool, "bool", 1},
+      {DType::kComplex64, "complex64", 8}, {DType::kComplex128, "complex128", 16}};
+  for (const auto& [dt, name, size] : rows) {
+    EXPECT_STREQ(dtypeName(dt), name);
+    EXPECT_EQ(dtypeSize(dt), size) << name;
+  }
+  EXPECT_STREQ(dtypeName(static_cast<DType>(12)), "?");
+  EXPECT_EQ(dtypeSize(static_cast<DType>(12)), 0u);
+  const std::vector<std::pair<ReduceOp, const char*>> ops = {
+      {ReduceOp::kSum, "SUM"}, {ReduceOp::kAvg, "AVG"},  {ReduceOp::kProduct, "PRODUCT"},
+      {ReduceOp::kMin, "MIN"}, {ReduceOp::kMax, "MAX"},  {ReduceOp::kBAnd, "BAND"},
+      {ReduceOp::kBOr, "BOR"}, {ReduceOp::kBXor, "BXOR"}};
+  for (const auto& [op, name] : ops)
+    EXPECT_STREQ(reduceOpName(op), name);
+  EXPECT_STREQ(reduceOpName(static_cast<ReduceOp>(8)), "?");
 }
 
 TEST(Settings, ChunkBytesIsValidated) {

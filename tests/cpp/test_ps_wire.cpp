@@ -7,6 +7,9 @@
 
 #include <cstring>
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "compression/codec.h"
 #include "ps/shard.h"
@@ -82,6 +85,33 @@ TEST(PsWire, HeaderRoundTrips) {
   EXPECT_EQ(m.header.count, 5u);
   EXPECT_EQ(m.header.payloadBytes, 20u);
   EXPECT_EQ(std::memcmp(m.payload, p.data(), 20), 0);
+}
+
+// The names the shard's error replies and logs carry, pinned for every reason.
+TEST(PsWire, EveryRejectReasonHasItsName) {
+  const std::vector<std::pair<RejectReason, std::string>> names = {
+      {RejectReason::kNone, "none"},
+      {RejectReason::kTruncated, "truncated"},
+      {RejectReason::kBadMagic, "bad magic"},
+      {RejectReason::kBadVersion, "bad version"},
+      {RejectReason::kBadOp, "bad op"},
+      {RejectReason::kBadDType, "bad dtype"},
+      {RejectReason::kBadLength, "bad length"},
+      {RejectReason::kTooLarge, "too large"},
+      {RejectReason::kBadLr, "bad lr"},
+      {RejectReason::kUnknownKey, "unknown key"},
+      {RejectReason::kCountMismatch, "count mismatch"},
+      {RejectReason::kNotInGroup, "sender not in group"},
+      {RejectReason::kSpoofedSender, "spoofed sender"},
+      {RejectReason::kClockBackwards, "clock out of order"},
+      {RejectReason::kNonFinite, "non-finite payload"},
+      {RejectReason::kBadState, "bad state blob"},
+      {RejectReason::kBadCodec, "bad codec"},
+      {RejectReason::kBadIndex, "bad top-k index"},
+      {RejectReason::kCount_, "?"},
+  };
+  for (const auto& [reason, name] : names)
+    EXPECT_EQ(rejectReasonName(reason), name) << static_cast<int>(reason);
 }
 
 TEST(PsWire, DecoderRejectsStructuralDamage) {
