@@ -83,6 +83,12 @@ class RanksTest : public ::testing::TestWithParam<RanksParam> {
   LocalProtocol protocol() const { return std::get<1>(GetParam()); }
 };
 
+// The element counts a P-rank test covers: 0, 1, P-1 (2 for one rank), P+1
+// and two primes.
+inline std::vector<size_t> countsFor(int P) {
+  return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 13, 1031};
+}
+
 // P in [lo, hi) x {eager, rendezvous}, named e.g. "P3_rendezvous".
 inline auto bothProtocols(int lo = 1, int hi = 9) {
   return ::testing::Combine(::testing::Range(lo, hi),

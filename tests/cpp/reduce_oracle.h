@@ -5,8 +5,11 @@
 // only AVG on floating types (one rounded division) needs a tolerance.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -138,6 +141,40 @@ inline std::vector<uint8_t> oracleBuffer(DType dt, ReduceOp op, int r, size_t co
   for (size_t i = 0; i < count; ++i)
     put(dt, buf.data(), i, oracleInput(dt, op, r, first + i));
   return buf;
+}
+
+using RankBuffers = std::vector<std::vector<uint8_t>>;
+
+// Every rank's oracleBuffer of `count` elements, ranks 0 .. P-1.
+inline RankBuffers oracleBuffers(const ReduceCase& c, int P, size_t count) {
+  RankBuffers bufs;
+  for (int r = 0; r < P; ++r)
+    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  return bufs;
+}
+
+// Asserts that elements [first, first + count) of rank r's buffer hold the
+// reduction over P ranks (oracleExpected, within oracleTolerance).
+inline void expectReduced(const ReduceCase& c, int P, int r, const std::vector<uint8_t>& buf,
+                          size_t first, size_t count) {
+  const double tol = oracleTolerance(c.dt, c.op);
+  for (size_t i = first; i < first + count; ++i) {
+    const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, buf.data(), i);
+    ASSERT_NEAR(got, want, tol * std::abs(want))
+        << "P=" << P << " count=" << count << " " << c.name() << " rank " << r << " index " << i;
+  }
+}
+
+// The all-reduce's result: every rank holds the reduction of its first
+// `count` elements, in the same bytes as rank 0 (complex: imaginary parts too).
+// Wrap in ASSERT_NO_FATAL_FAILURE to stop the caller at the first mismatch.
+inline void expectAllreduced(const ReduceCase& c, const RankBuffers& bufs, size_t count) {
+  const int P = static_cast<int>(bufs.size());
+  for (int r = 0; r < P; ++r) {
+    ASSERT_NO_FATAL_FAILURE(expectReduced(c, P, r, bufs[r], 0, count));
+    ASSERT_EQ(0, std::memcmp(bufs[r].data(), bufs[0].data(), count * dtypeSize(c.dt)))
+        << "ranks 0 and " << r << " differ, P=" << P << " " << c.name();
+  }
 }
 
 }  // namespace distx::testing

@@ -17,10 +17,6 @@
 namespace distx::testing {
 namespace {
 
-std::vector<size_t> countsFor(int P) {
-  return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 13, 1031};
-}
-
 // Bytes rank r sends for an n-byte vector on P ranks (see the file's cost note).
 uint64_t expectedBytes(int P, int r, uint64_t n) {
   int p2 = 1, rounds = 0;
@@ -35,24 +31,15 @@ uint64_t expectedBytes(int P, int r, uint64_t n) {
 
 void check(int P, size_t count, const ReduceCase& c, bool withScratch) {
   const size_t elem = dtypeSize(c.dt);
-  std::vector<std::vector<uint8_t>> bufs;
-  for (int r = 0; r < P; ++r)
-    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  auto bufs = oracleBuffers(c, P, count);
   std::vector<std::vector<uint8_t>> scratch(P);
   auto bytes = runRanks(P, [&](Rank& rk) {
     auto ctx = rk.ctx(5);
     if (withScratch) ctx.scratch = &scratch[rk.rank];
     allreduceRecursiveDoubling(ctx, bufs[rk.rank].data(), count, c.dt, c.op);
   });
-  const double tol = oracleTolerance(c.dt, c.op);
+  ASSERT_NO_FATAL_FAILURE(expectAllreduced(c, bufs, count));
   for (int r = 0; r < P; ++r) {
-    for (size_t i = 0; i < count; ++i) {
-      const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, bufs[r].data(), i);
-      ASSERT_NEAR(got, want, tol * std::abs(want))
-          << "P=" << P << " count=" << count << " " << c.name() << " rank " << r << " i=" << i;
-    }
-    ASSERT_EQ(0, std::memcmp(bufs[r].data(), bufs[0].data(), count * elem))
-        << "ranks 0 and " << r << " differ, P=" << P << " " << c.name();
     EXPECT_EQ(bytes[r], P == 1 || count == 0 ? 0 : expectedBytes(P, r, count * elem))
         << "bytes sent by rank " << r << " P=" << P << " count=" << count;
   }

@@ -16,30 +16,14 @@
 namespace distx::testing {
 namespace {
 
-std::vector<size_t> countsFor(int P) {
-  return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 13, 1031};
-}
-
 void checkAllreduce(int P, size_t count, const ReduceCase& c, size_t chunkBytes) {
   const size_t elem = dtypeSize(c.dt);
-  std::vector<std::vector<uint8_t>> bufs;
-  for (int r = 0; r < P; ++r)
-    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  auto bufs = oracleBuffers(c, P, count);
   auto bytes = runRanks(P, [&](Rank& rk) {
     auto ctx = rk.ctx(7, std::chrono::seconds(30), chunkBytes);
     allreduceRing(ctx, bufs[rk.rank].data(), count, c.dt, c.op);
   });
-  const double tol = oracleTolerance(c.dt, c.op);
-  for (int r = 0; r < P; ++r) {
-    for (size_t i = 0; i < count; ++i) {
-      const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, bufs[r].data(), i);
-      ASSERT_NEAR(got, want, tol * std::abs(want))
-          << "P=" << P << " count=" << count << " " << c.name() << " rank " << r << " index " << i;
-    }
-    // Every rank ends with the same bytes (complex: imaginary parts too).
-    ASSERT_EQ(0, std::memcmp(bufs[r].data(), bufs[0].data(), count * elem))
-        << "ranks 0 and " << r << " differ, P=" << P << " " << c.name();
-  }
+  ASSERT_NO_FATAL_FAILURE(expectAllreduced(c, bufs, count));
   // Traffic: rank r sends every segment but (r+1) in reduce-scatter and every
   // segment but (r+2) in all-gather.
   const Segments seg{count, P};

@@ -28,34 +28,64 @@ Stagings makeStagings(int P, size_t slotBytes) {
   return s;
 }
 
+// Rank r's context for the shm path: the topology and r's staging.
+CollectiveContext shmContext(Rank& rk, uint32_t seq, const Topology& topo, Stagings& st,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto ctx = rk.ctx(seq, timeout);
+  ctx.topology = &topo;
+  ctx.staging = st[rk.rank].get();
+  return ctx;
+}
+
 // Runs one shm all-reduce of bufs on P ranks; returns the bytes each sent.
-std::vector<uint64_t> runShm(int P, std::vector<std::vector<uint8_t>>& bufs, size_t count, DType dt,
-                             ReduceOp op, Stagings& st, const Topology& topo, uint32_t seq,
+std::vector<uint64_t> runShm(int P, RankBuffers& bufs, size_t count, DType dt, ReduceOp op,
+                             Stagings& st, const Topology& topo, uint32_t seq,
                              std::shared_ptr<LocalFabric> fabric = nullptr) {
   return runRanks(
       P,
       [&](Rank& rk) {
-        auto ctx = rk.ctx(seq);
-        ctx.topology = &topo;
-        ctx.staging = st[rk.rank].get();
+        auto ctx = shmContext(rk, seq, topo, st);
         allreduceShm(ctx, bufs[rk.rank].data(), count, dt, op);
       },
       fabric);
 }
 
-void expectOracle(int P, const std::vector<std::vector<uint8_t>>& bufs, size_t count,
-                  const ReduceCase& c) {
-  const double tol = oracleTolerance(c.dt, c.op);
-  for (int r = 0; r < P; ++r) {
-    for (size_t i = 0; i < count; ++i) {
-      const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, bufs[r].data(), i);
-      ASSERT_NEAR(got, want, tol * std::abs(want))
-          << "P=" << P << " count=" << count << " " << c.name() << " rank " << r << " index " << i;
-    }
-    ASSERT_EQ(0, std::memcmp(bufs[r].data(), bufs[0].data(), count * dtypeSize(c.dt)))
-        << "ranks 0 and " << r << " differ, P=" << P << " " << c.name();
+// The failure tests' world: P ranks on one host, 256-byte slots, one fabric
+// for every call, and `count` floats per rank, each equal to `value`.
+struct ShmWorld {
+  ShmWorld(int p, size_t count, float value)
+      : P(p),
+        topo(Topology::fromNodeSizes({p})),
+        st(makeStagings(p, 256)),
+        fabric(std::make_shared<LocalFabric>(p)),
+        data(p, std::vector<float>(count, value)) {}
+
+  // A float SUM all-reduce of data on every rank.
+  void sumAll(uint32_t seq) {
+    runRanks(
+        P,
+        [&](Rank& rk) {
+          auto ctx = shmContext(rk, seq, topo, st);
+          allreduceShm(ctx, data[rk.rank].data(), data[rk.rank].size(), DType::kFloat32,
+                       ReduceOp::kSum);
+        },
+        fabric);
   }
-}
+
+  // The same on rank r alone, on this thread (its peers are gone or absent).
+  void sumOn(int r, uint32_t seq, std::chrono::milliseconds timeout) {
+    auto t = fabric->transport(r);
+    Rank rk{r, P, *t};
+    auto ctx = shmContext(rk, seq, topo, st, timeout);
+    allreduceShm(ctx, data[r].data(), data[r].size(), DType::kFloat32, ReduceOp::kSum);
+  }
+
+  const int P;
+  const Topology topo;
+  Stagings st;
+  std::shared_ptr<LocalFabric> fabric;
+  std::vector<std::vector<float>> data;
+};
 
 class ShmAllreduce : public ::testing::TestWithParam<int> {};
 
@@ -68,11 +98,9 @@ TEST_P(ShmAllreduce, EverySupportedDtypeAndOpExact) {
   uint32_t seq = 1;
   for (const auto& c : supportedReduceCases()) {
     for (size_t count : {size_t(1), size_t(P + 1), size_t(13), size_t(1031), size_t(5000)}) {
-      std::vector<std::vector<uint8_t>> bufs;
-      for (int r = 0; r < P; ++r)
-        bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+      auto bufs = oracleBuffers(c, P, count);
       const auto sent = runShm(P, bufs, count, c.dt, c.op, st, topo, seq++);
-      expectOracle(P, bufs, count, c);
+      expectAllreduced(c, bufs, count);
       // Only the set-up messages (first call) go through the transport.
       for (int r = 0; r < P; ++r)
         EXPECT_LE(sent[r], 2u * 64 * (P - 1)) << "rank " << r << " sent bulk data";
@@ -92,11 +120,9 @@ TEST_P(ShmAllreduce, LargeTensorDefaultSlots) {
   for (const ReduceCase c :
        {ReduceCase{DType::kFloat32, ReduceOp::kSum}, ReduceCase{DType::kBFloat16, ReduceOp::kAvg},
         ReduceCase{DType::kInt64, ReduceOp::kMax}}) {
-    std::vector<std::vector<uint8_t>> bufs;
-    for (int r = 0; r < P; ++r)
-      bufs.push_back(oracleBuffer(c.dt, c.op, r, n));
+    auto bufs = oracleBuffers(c, P, n);
     runShm(P, bufs, n, c.dt, c.op, st, topo, seq++);
-    expectOracle(P, bufs, n, c);
+    expectAllreduced(c, bufs, n);
   }
 }
 
@@ -111,40 +137,32 @@ TEST(ShmAllreduceFallback, RingOffOneHostOrWithoutStaging) {
   const ReduceCase c{DType::kFloat32, ReduceOp::kSum};
   const Topology two = Topology::fromNodeSizes({2, 2});
   auto st = makeStagings(P, 256);
-  std::vector<std::vector<uint8_t>> bufs;
-  for (int r = 0; r < P; ++r)
-    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  auto bufs = oracleBuffers(c, P, count);
   const auto sent = runShm(P, bufs, count, c.dt, c.op, st, two, 1);
-  expectOracle(P, bufs, count, c);
+  expectAllreduced(c, bufs, count);
   for (int r = 0; r < P; ++r) {
     EXPECT_GT(sent[r], count * 4 / 2) << "rank " << r << ": the ring should have sent the data";
     EXPECT_EQ(st[r]->blocks(), 0u);
   }
   Stagings none(P);  // null stagings
   const Topology one = Topology::fromNodeSizes({P});
-  bufs.clear();
-  for (int r = 0; r < P; ++r)
-    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
+  bufs = oracleBuffers(c, P, count);
   runShm(P, bufs, count, c.dt, c.op, none, one, 2);
-  expectOracle(P, bufs, count, c);
+  expectAllreduced(c, bufs, count);
 }
 
 // Mismatched calls (count, dtype, op) raise InvalidArgument on every rank,
 // naming both sides, before any block moves; the next well-formed call works.
 TEST(ShmAllreduceFailure, MismatchedCallsRaiseOnEveryRankAndLeaveTheStagingUsable) {
-  const int P = 3;
-  const Topology topo = Topology::fromNodeSizes({P});
-  auto st = makeStagings(P, 256);
-  auto fabric = std::make_shared<LocalFabric>(P);
-  std::vector<std::vector<float>> data(P, std::vector<float>(5000, 1.f));
+  ShmWorld w(3, 5000, 1.f);
+  const int P = w.P;
+  auto& data = w.data;
   uint32_t seq = 1;
   auto call = [&](auto countOf, auto opOf, std::vector<std::string>& errors) {
     runRanks(
         P,
         [&](Rank& rk) {
-          auto ctx = rk.ctx(seq);
-          ctx.topology = &topo;
-          ctx.staging = st[rk.rank].get();
+          auto ctx = shmContext(rk, seq, w.topo, w.st);
           try {
             allreduceShm(ctx, data[rk.rank].data(), countOf(rk.rank), DType::kFloat32,
                          opOf(rk.rank));
@@ -152,7 +170,7 @@ TEST(ShmAllreduceFailure, MismatchedCallsRaiseOnEveryRankAndLeaveTheStagingUsabl
             errors[rk.rank] = e.what();
           }
         },
-        fabric);
+        w.fabric);
     ++seq;
   };
   std::vector<std::string> errors(P);
@@ -180,46 +198,28 @@ TEST(ShmAllreduceFailure, MismatchedCallsRaiseOnEveryRankAndLeaveTheStagingUsabl
 // test's limit, and the staging then refuses to run (its counters no longer
 // agree with the peer's).
 TEST(ShmAllreduceFailure, MissingRankTimesOutThenStagingRefuses) {
-  const int P = 3;
-  const Topology topo = Topology::fromNodeSizes({P});
-  auto st = makeStagings(P, 256);
-  auto fabric = std::make_shared<LocalFabric>(P);
-  std::vector<std::vector<float>> data(P, std::vector<float>(4000, 1.f));
-  runRanks(
-      P,
-      [&](Rank& rk) {  // set up, all present
-        auto ctx = rk.ctx(1);
-        ctx.topology = &topo;
-        ctx.staging = st[rk.rank].get();
-        allreduceShm(ctx, data[rk.rank].data(), 4000, DType::kFloat32, ReduceOp::kSum);
-      },
-      fabric);
-  EXPECT_EQ(data[0][17], 3.f);
+  ShmWorld w(3, 4000, 1.f);
+  w.sumAll(1);  // set up, all present
+  EXPECT_EQ(w.data[0][17], 3.f);
   const auto t0 = Clock::now();
-  std::vector<std::string> errors(P);
+  std::vector<std::string> errors(w.P);
   runRanks(
-      P,
+      w.P,
       [&](Rank& rk) {
         if (rk.rank == 2) return;  // never joins
-        auto ctx = rk.ctx(2, std::chrono::milliseconds(300));
-        ctx.topology = &topo;
-        ctx.staging = st[rk.rank].get();
+        auto ctx = shmContext(rk, 2, w.topo, w.st, std::chrono::milliseconds(300));
         try {
-          allreduceShm(ctx, data[rk.rank].data(), 4000, DType::kFloat32, ReduceOp::kSum);
+          allreduceShm(ctx, w.data[rk.rank].data(), 4000, DType::kFloat32, ReduceOp::kSum);
         } catch (const Timeout& e) {
           errors[rk.rank] = e.what();
         }
       },
-      fabric);
+      w.fabric);
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
   for (int r : {0, 1}) {
     EXPECT_NE(errors[r].find("rank 2"), std::string::npos) << "rank " << r << ": " << errors[r];
-    auto t = fabric->transport(r);
-    auto ctx = Rank{r, P, *t}.ctx(3, std::chrono::milliseconds(300));
-    ctx.topology = &topo;
-    ctx.staging = st[r].get();
     try {
-      allreduceShm(ctx, data[r].data(), 4000, DType::kFloat32, ReduceOp::kSum);
+      w.sumOn(r, 3, std::chrono::milliseconds(300));
       ADD_FAILURE() << "rank " << r << ": a failed staging ran again";
     } catch (const PeerFailure& e) {
       EXPECT_NE(std::string(e.what()).find("earlier failure"), std::string::npos) << e.what();
@@ -230,28 +230,11 @@ TEST(ShmAllreduceFailure, MissingRankTimesOutThenStagingRefuses) {
 // A peer that dies (the liveness ring's abort reaches the transport) fails
 // the wait at once with PeerFailure, not at the deadline.
 TEST(ShmAllreduceFailure, DeadPeerIsReportedBeforeTheDeadline) {
-  const int P = 2;
-  const Topology topo = Topology::fromNodeSizes({P});
-  auto st = makeStagings(P, 256);
-  auto fabric = std::make_shared<LocalFabric>(P);
-  std::vector<std::vector<float>> data(P, std::vector<float>(1000, 2.f));
-  runRanks(
-      P,
-      [&](Rank& rk) {
-        auto ctx = rk.ctx(1);
-        ctx.topology = &topo;
-        ctx.staging = st[rk.rank].get();
-        allreduceShm(ctx, data[rk.rank].data(), 1000, DType::kFloat32, ReduceOp::kSum);
-      },
-      fabric);
-  fabric->kill(1);
-  auto t = fabric->transport(0);
-  auto ctx = Rank{0, P, *t}.ctx(2, std::chrono::seconds(30));
-  ctx.topology = &topo;
-  ctx.staging = st[0].get();
+  ShmWorld w(2, 1000, 2.f);
+  w.sumAll(1);
+  w.fabric->kill(1);
   const auto t0 = Clock::now();
-  EXPECT_THROW(allreduceShm(ctx, data[0].data(), 1000, DType::kFloat32, ReduceOp::kSum),
-               PeerFailure);
+  EXPECT_THROW(w.sumOn(0, 2, std::chrono::seconds(30)), PeerFailure);
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
 }
 

@@ -13,26 +13,15 @@
 namespace distx::testing {
 namespace {
 
-std::vector<size_t> countsFor(int P) {
-  return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 13, 1031};
-}
-
 void check(int P, int root, size_t count, const ReduceCase& c, size_t chunkBytes) {
   const size_t elem = dtypeSize(c.dt);
-  std::vector<std::vector<uint8_t>> bufs, inputs;
-  for (int r = 0; r < P; ++r)
-    bufs.push_back(oracleBuffer(c.dt, c.op, r, count));
-  inputs = bufs;
+  auto bufs = oracleBuffers(c, P, count);
+  const auto inputs = bufs;
   auto bytes = runRanks(P, [&](Rank& rk) {
     auto ctx = rk.ctx(2, std::chrono::seconds(30), chunkBytes);
     reduceTree(ctx, bufs[rk.rank].data(), count, c.dt, c.op, root);
   });
-  const double tol = oracleTolerance(c.dt, c.op);
-  for (size_t i = 0; i < count; ++i) {
-    const double want = oracleExpected(c.dt, c.op, P, i), got = get(c.dt, bufs[root].data(), i);
-    ASSERT_NEAR(got, want, tol * std::abs(want))
-        << "P=" << P << " root " << root << " count=" << count << " " << c.name() << " i=" << i;
-  }
+  ASSERT_NO_FATAL_FAILURE(expectReduced(c, P, root, bufs[root], 0, count)) << "root " << root;
   for (int r = 0; r < P; ++r) {
     // A leaf (odd distance from the root) only sends: its input is untouched.
     if (mod(r - root, P) % 2 == 1)
