@@ -4,82 +4,78 @@
 #include <complex>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/enum_table.h"
 #include "common/half.h"
 
 namespace distx::testing {
+namespace element {
+
+// How each DType stores a double: its element type and the conversions both
+// ways (complex: the real part; the imaginary part is written as 0).
+template <class T>
+struct Plain {
+  using Elem = T;
+  static T from(double v) { return static_cast<T>(v); }
+  static double to(T x) { return static_cast<double>(x); }
+};
+struct Half {
+  using Elem = uint16_t;
+  static uint16_t from(double v) { return floatToHalf(static_cast<float>(v)); }
+  static double to(uint16_t x) { return halfToFloat(x); }
+};
+struct BFloat16 {
+  using Elem = uint16_t;
+  static uint16_t from(double v) { return floatToBf16(static_cast<float>(v)); }
+  static double to(uint16_t x) { return bf16ToFloat(x); }
+};
+struct Bool {
+  using Elem = uint8_t;
+  static uint8_t from(double v) { return v != 0; }
+  static double to(uint8_t x) { return x; }
+};
+template <class T>
+struct Complex {
+  using Elem = std::complex<T>;
+  static Elem from(double v) { return {static_cast<T>(v), T(0)}; }
+  static double to(Elem x) { return x.real(); }
+};
+
+// put/get of one format, through the element type.
+struct Access {
+  void (*put)(void* p, size_t i, double v);
+  double (*get)(const void* p, size_t i);
+};
+template <class F>
+constexpr Access accessOf() {
+  return {
+      [](void* p, size_t i, double v) { static_cast<typename F::Elem*>(p)[i] = F::from(v); },
+      [](const void* p, size_t i) { return F::to(static_cast<const typename F::Elem*>(p)[i]); }};
+}
+
+// Indexed by DType, in the order of common/dtype.h.
+inline constexpr Access kByDType[] = {
+    accessOf<Plain<float>>(),   accessOf<Plain<double>>(),  accessOf<Half>(),
+    accessOf<BFloat16>(),       accessOf<Plain<int8_t>>(),  accessOf<Plain<uint8_t>>(),
+    accessOf<Plain<int16_t>>(), accessOf<Plain<int32_t>>(), accessOf<Plain<int64_t>>(),
+    accessOf<Bool>(),           accessOf<Complex<float>>(), accessOf<Complex<double>>()};
+static_assert(std::size(kByDType) == static_cast<size_t>(DType::kComplex128) + 1,
+              "one entry per DType");
+// What a value outside DType reads and writes: nothing, and 0.
+inline constexpr Access kNone = {[](void*, size_t, double) {},
+                                 [](const void*, size_t) { return 0.0; }};
+
+}  // namespace element
 
 inline void put(DType dt, void* p, size_t i, double v) {
-  switch (dt) {
-    case DType::kFloat32:
-      static_cast<float*>(p)[i] = static_cast<float>(v);
-      break;
-    case DType::kFloat64:
-      static_cast<double*>(p)[i] = v;
-      break;
-    case DType::kFloat16:
-      static_cast<uint16_t*>(p)[i] = floatToHalf(static_cast<float>(v));
-      break;
-    case DType::kBFloat16:
-      static_cast<uint16_t*>(p)[i] = floatToBf16(static_cast<float>(v));
-      break;
-    case DType::kInt8:
-      static_cast<int8_t*>(p)[i] = static_cast<int8_t>(v);
-      break;
-    case DType::kUInt8:
-      static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v);
-      break;
-    case DType::kInt16:
-      static_cast<int16_t*>(p)[i] = static_cast<int16_t>(v);
-      break;
-    case DType::kInt32:
-      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v);
-      break;
-    case DType::kInt64:
-      static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v);
-      break;
-    case DType::kBool:
-      static_cast<uint8_t*>(p)[i] = v != 0;
-      break;
-    case DType::kComplex64:
-      static_cast<std::complex<float>*>(p)[i] = {static_cast<float>(v), 0.f};
-      break;
-    case DType::kComplex128:
-      static_cast<std::complex<double>*>(p)[i] = {v, 0.0};
-      break;
-  }
+  enumLookup(element::kByDType, dt, element::kNone).put(p, i, v);
 }
 
 inline double get(DType dt, const void* p, size_t i) {
-  switch (dt) {
-    case DType::kFloat32:
-      return static_cast<const float*>(p)[i];
-    case DType::kFloat64:
-      return static_cast<const double*>(p)[i];
-    case DType::kFloat16:
-      return halfToFloat(static_cast<const uint16_t*>(p)[i]);
-    case DType::kBFloat16:
-      return bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
-    case DType::kInt8:
-      return static_cast<const int8_t*>(p)[i];
-    case DType::kUInt8:
-      return static_cast<const uint8_t*>(p)[i];
-    case DType::kInt16:
-      return static_cast<const int16_t*>(p)[i];
-    case DType::kInt32:
-      return static_cast<const int32_t*>(p)[i];
-    case DType::kInt64:
-      return static_cast<double>(static_cast<const int64_t*>(p)[i]);
-    case DType::kBool:
-      return static_cast<const uint8_t*>(p)[i];
-    case DType::kComplex64:
-      return static_cast<const std::complex<float>*>(p)[i].real();
-    case DType::kComplex128:
-      return static_cast<const std::complex<double>*>(p)[i].real();
-  }
-  return 0;
+  return enumLookup(element::kByDType, dt, element::kNone).get(p, i);
 }
 
 // Rounds v through dtype dt (what storing it would give).
