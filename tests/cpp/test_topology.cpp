@@ -3,15 +3,13 @@
 // exchange with ranks as threads, and flat algorithms run on subsets.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <numeric>
 
 #include "algorithms/algorithm.h"
 #include "common/topology.h"
 #include "harness.h"
+#include "memory_bootstrap.h"
 
 namespace distx::testing {
 namespace {
@@ -113,29 +111,8 @@ TEST(Topology, LocalHostIdIsPinnedForTheProcess) {
   EXPECT_EQ(a.fromEnv, b.fromEnv);
 }
 
-// An in-memory Bootstrap shared by thread ranks.
-class MemBootstrap final : public Bootstrap {
- public:
-  void set(const std::string& k, const std::vector<uint8_t>& v) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    kv_[k] = v;
-    cv_.notify_all();
-  }
-  std::vector<uint8_t> get(const std::string& k) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return kv_.count(k) > 0; });
-    return kv_[k];
-  }
-  int64_t add(const std::string&, int64_t) override { return 0; }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, std::vector<uint8_t>> kv_;
-};
-
 TEST(Topology, ExchangeGivesEveryRankTheSameMap) {
-  MemBootstrap store;
+  MemoryBootstrap store;
   const int P = 5;
   std::vector<Topology> seen(P);
   runRanks(P, [&](Rank& rk) {

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "../memory_bootstrap.h"
 #include "algorithms/algorithm.h"
 #include "common/error.h"
 #include "common/tag.h"
@@ -24,37 +25,10 @@
 namespace distx {
 namespace {
 
+using testing::MemoryBootstrap;
 using ucx::UcxTransport;
 
 constexpr uint64_t kAll = ~uint64_t{0};
-
-// The c10d store's role, in memory: get() blocks until the key is set.
-class MemoryBootstrap final : public Bootstrap {
- public:
-  void set(const std::string& key, const std::vector<uint8_t>& value) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    kv_[key] = value;
-    cv_.notify_all();
-  }
-  std::vector<uint8_t> get(const std::string& key) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return kv_.count(key) > 0; }))
-      throw Timeout("bootstrap key " + key + " never set");
-    return kv_[key];
-  }
-  int64_t add(const std::string& key, int64_t delta) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto& v = counters_[key];
-    v += delta;
-    return v;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::string, std::vector<uint8_t>> kv_;
-  std::map<std::string, int64_t> counters_;
-};
 
 Deadline in(std::chrono::milliseconds ms) {
   return Clock::now() + ms;
