@@ -7,7 +7,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -32,6 +34,14 @@ std::vector<float> inputFor(int r, size_t n, uint32_t seed = 1) {
   return v;
 }
 
+// inputFor(r, n, seed) for every rank r < P.
+std::vector<std::vector<float>> inputsFor(int P, size_t n, uint32_t seed = 1) {
+  std::vector<std::vector<float>> in;
+  for (int r = 0; r < P; ++r)
+    in.push_back(inputFor(r, n, seed));
+  return in;
+}
+
 bool bitEqual(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
@@ -40,38 +50,56 @@ bool bitEqual(const std::vector<float>& a, const std::vector<float>& b) {
 // summed in float32 in rank order, scaled, cast once.
 std::vector<float> castOracle(cx::Method m, const std::vector<std::vector<float>>& xs, bool avg) {
   const auto& par = cx::serialParallel();
-  const bool fp16 = m == cx::Method::kFp16;
+  const cx::CastKernels& cast = cx::castKernels(m);
   const size_t n = xs[0].size();
   std::vector<float> acc(n, 0.0f), dec(n);
   std::vector<uint16_t> enc(n);
   for (size_t q = 0; q < xs.size(); ++q) {
-    fp16 ? cx::encodeFp16(xs[q].data(), enc.data(), n, 1.0f, par)
-         : cx::encodeBf16(xs[q].data(), enc.data(), n, 1.0f, par);
-    fp16 ? cx::decodeFp16(enc.data(), dec.data(), n, 1.0f, par)
-         : cx::decodeBf16(enc.data(), dec.data(), n, 1.0f, par);
+    cast.encode(xs[q].data(), enc.data(), n, 1.0f, par);
+    cast.decode(enc.data(), dec.data(), n, 1.0f, par);
     for (size_t i = 0; i < n; ++i)
       acc[i] = q == 0 ? dec[i] : acc[i] + dec[i];
   }
   const float scale = avg ? 1.0f / static_cast<float>(xs.size()) : 1.0f;
-  fp16 ? cx::encodeFp16(acc.data(), enc.data(), n, scale, par)
-       : cx::encodeBf16(acc.data(), enc.data(), n, scale, par);
-  fp16 ? cx::decodeFp16(enc.data(), dec.data(), n, 1.0f, par)
-       : cx::decodeBf16(enc.data(), dec.data(), n, 1.0f, par);
+  cast.encode(acc.data(), enc.data(), n, scale, par);
+  cast.decode(enc.data(), dec.data(), n, 1.0f, par);
   return dec;
+}
+
+using Counters = std::vector<std::unique_ptr<CompressionCounters>>;
+
+Counters countersFor(int P) {
+  Counters counters;
+  for (int r = 0; r < P; ++r)
+    counters.push_back(std::make_unique<CompressionCounters>());
+  return counters;
+}
+
+// Runs fn on every rank of topo with the context of the multi-node path:
+// scratch, per-stage scratch and the topology.
+void runOnTopology(const Topology& topo, const std::function<void(Rank&, CollectiveContext&)>& fn) {
+  runRanks(topo.size(), [&](Rank& rk) {
+    std::vector<uint8_t> scratch;
+    std::vector<std::vector<uint8_t>> stages(tag::kMaxPhases);
+    auto ctx = rk.ctx(1);
+    ctx.scratch = &scratch;
+    ctx.stageScratch = &stages;
+    ctx.topology = &topo;
+    fn(rk, ctx);
+  });
 }
 
 struct Outcome {
   std::vector<std::vector<float>> out;
   std::vector<uint64_t> bytesSent;
-  std::vector<std::unique_ptr<CompressionCounters>> counters;
+  Counters counters;
 };
 
 Outcome runCompressed(int P, const std::vector<std::vector<float>>& in, const CompressSpec& spec,
                       ReduceOp op, std::vector<cx::TensorState>* states = nullptr, int steps = 1) {
   Outcome run;
   run.out = in;
-  for (int r = 0; r < P; ++r)
-    run.counters.push_back(std::make_unique<CompressionCounters>());
+  run.counters = countersFor(P);
   run.bytesSent = runRanks(P, [&](Rank& rk) {
     std::vector<uint8_t> scratch;
     for (int s = 0; s < steps; ++s) {
@@ -92,9 +120,7 @@ TEST_P(CastAllreduce, BitIdenticalAndEqualsOracle) {
   for (size_t n :
        {size_t{0}, size_t{1}, size_t(P - 1), size_t(P + 1), size_t{1000}, size_t{4099}}) {
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
-      std::vector<std::vector<float>> in;
-      for (int r = 0; r < P; ++r)
-        in.push_back(inputFor(r, n));
+      const auto in = inputsFor(P, n);
       CompressSpec spec;
       spec.method = method;
       const Outcome run = runCompressed(P, in, spec, op);
@@ -116,9 +142,7 @@ INSTANTIATE_TEST_SUITE_P(Ranks, CastAllreduce,
 TEST(CompressedAllreduce, CastHalvesTheRingBytes) {
   const int P = 4;
   const size_t n = 1 << 16;
-  std::vector<std::vector<float>> in;
-  for (int r = 0; r < P; ++r)
-    in.push_back(inputFor(r, n));
+  const auto in = inputsFor(P, n);
   CompressSpec spec;
   spec.method = cx::Method::kFp16;
   const Outcome run = runCompressed(P, in, spec, ReduceOp::kSum);
@@ -131,9 +155,7 @@ TEST(CompressedAllreduce, CastHalvesTheRingBytes) {
 TEST(CompressedAllreduce, Fp16OverflowFallsBackToDenseOnEveryRank) {
   const int P = 3;
   const size_t n = 777;
-  std::vector<std::vector<float>> in;
-  for (int r = 0; r < P; ++r)
-    in.push_back(inputFor(r, n));
+  auto in = inputsFor(P, n);
   in[1][500] = 1.0e6f;  // beyond fp16's range
   CompressSpec spec;
   spec.method = cx::Method::kFp16;
@@ -186,9 +208,7 @@ std::vector<float> topkOracle(const std::vector<std::vector<float>>& xs,
 TEST(CompressedAllreduce, TopKBitIdenticalWithErrorFeedbackOverSteps) {
   for (int P : {2, 3, 5}) {
     const size_t n = 20000;
-    std::vector<std::vector<float>> in;
-    for (int r = 0; r < P; ++r)
-      in.push_back(inputFor(r, n, 3));
+    const auto in = inputsFor(P, n, 3);
     CompressSpec spec;
     spec.method = cx::Method::kTopK;
     spec.ratio = 0.01;
@@ -232,9 +252,7 @@ TEST(CompressedAllreduce, TopKWithoutFeedbackAndResidualReset) {
 TEST(CompressedAllreduce, TopKDensityFallbackIsDenseAndFlushesResidual) {
   const int P = 4;
   const size_t n = 1000;
-  std::vector<std::vector<float>> in;
-  for (int r = 0; r < P; ++r)
-    in.push_back(inputFor(r, n));
+  const auto in = inputsFor(P, n);
   CompressSpec spec;
   spec.method = cx::Method::kTopK;
   spec.ratio = 0.25;  // k * P == n: dense
@@ -270,24 +288,14 @@ TEST(CompressedAllreduce, HierarchicalCompressesOnlyTheInterNodeStage) {
     const int P = topo.size();
     for (cx::Method method : {cx::Method::kFp16, cx::Method::kBf16, cx::Method::kTopK}) {
       for (cx::Scope scope : {cx::Scope::kInter, cx::Scope::kAll}) {
-        std::vector<std::vector<float>> in;
-        for (int r = 0; r < P; ++r)
-          in.push_back(inputFor(r, n, 5));
+        const auto in = inputsFor(P, n, 5);
         auto out = in;
         CompressSpec spec;
         spec.method = method;
         spec.ratio = 0.01;
         std::vector<cx::TensorState> states(P);
-        std::vector<std::unique_ptr<CompressionCounters>> counters;
-        for (int r = 0; r < P; ++r)
-          counters.push_back(std::make_unique<CompressionCounters>());
-        runRanks(P, [&](Rank& rk) {
-          std::vector<uint8_t> scratch;
-          std::vector<std::vector<uint8_t>> stages(tag::kMaxPhases);
-          auto ctx = rk.ctx(1);
-          ctx.scratch = &scratch;
-          ctx.stageScratch = &stages;
-          ctx.topology = &topo;
+        const Counters counters = countersFor(P);
+        runOnTopology(topo, [&](Rank& rk, CollectiveContext& ctx) {
           allreduceCompressedGroup(ctx, out[rk.rank].data(), n, ReduceOp::kSum, scope, spec,
                                    &states[rk.rank], *counters[rk.rank]);
         });
@@ -350,24 +358,14 @@ TEST(CompressedAllreduce, PipelinedCastRailPiecesAndOverflow) {
     for (cx::Method method : {cx::Method::kFp16, cx::Method::kBf16}) {
       for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
         for (bool overflow : {false, true}) {
-          std::vector<std::vector<float>> in;
-          for (int r = 0; r < P; ++r)
-            in.push_back(inputFor(r, n, 9));
+          auto in = inputsFor(P, n, 9);
           if (overflow) in[1][4321] = 1.0e6f;  // beyond fp16's range (bf16 keeps it)
           auto out = in;
           CompressSpec spec;
           spec.method = method;
-          std::vector<std::unique_ptr<CompressionCounters>> counters;
-          for (int r = 0; r < P; ++r)
-            counters.push_back(std::make_unique<CompressionCounters>());
+          const Counters counters = countersFor(P);
           std::vector<uint64_t> railMessages(P), railBytes(P);
-          runRanks(P, [&](Rank& rk) {
-            std::vector<uint8_t> scratch;
-            std::vector<std::vector<uint8_t>> stages(tag::kMaxPhases);
-            auto ctx = rk.ctx(1);
-            ctx.scratch = &scratch;
-            ctx.stageScratch = &stages;
-            ctx.topology = &topo;
+          runOnTopology(topo, [&](Rank& rk, CollectiveContext& ctx) {
             ctx.railPieceBytes = 4096;
             allreduceCompressedGroup(ctx, out[rk.rank].data(), n, op, cx::Scope::kInter, spec,
                                      nullptr, *counters[rk.rank]);

@@ -3,6 +3,7 @@
 // and the traffic formula (only the root's peers' blocks move).
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 
 #include "algorithms/algorithm.h"
@@ -19,60 +20,70 @@ std::vector<size_t> sizesFor(int P) {
   return {0, 1, static_cast<size_t>(P > 1 ? P - 1 : 2), static_cast<size_t>(P + 1), 10007, 300001};
 }
 
-class GatherScatter : public RanksTest {};
+using Blocks = std::vector<std::vector<uint8_t>>;
 
-TEST_P(GatherScatter, GatherPlacesEveryBlockAtTheRoot) {
-  const int P = ranks();
+// P blocks of n bytes, block r holding byteOf(r, i).
+Blocks blocksOf(int P, size_t n) {
+  Blocks blocks(P, std::vector<uint8_t>(n));
+  for (int r = 0; r < P; ++r) {
+    for (size_t i = 0; i < n; ++i)
+      blocks[r][i] = byteOf(r, i);
+  }
+  return blocks;
+}
+
+// The root's block list: the data pointers of `blocks`; empty off the root.
+template <class Ptr>
+std::vector<Ptr> pointersAt(bool root, Blocks& blocks) {
+  std::vector<Ptr> out;
+  if (root) {
+    for (auto& b : blocks)
+      out.push_back(b.data());
+  }
+  return out;
+}
+
+using BlockOp = std::function<void(CollectiveContext& ctx, int rank, int root, size_t n, Blocks& in,
+                                   Blocks& out)>;
+
+// Runs op on P ranks for every root and size, then checks that every block
+// arrived (out == in) and that rank r sent sentBy(r == root, n) bytes.
+void checkEveryRootAndSize(int P, const BlockOp& op,
+                           const std::function<uint64_t(bool isRoot, size_t n)>& sentBy) {
   for (int root = 0; root < P; ++root) {
     for (size_t n : sizesFor(P)) {
-      std::vector<std::vector<uint8_t>> in(P, std::vector<uint8_t>(n));
-      for (int r = 0; r < P; ++r) {
-        for (size_t i = 0; i < n; ++i)
-          in[r][i] = byteOf(r, i);
-      }
-      std::vector<std::vector<uint8_t>> out(P, std::vector<uint8_t>(n, 0));
+      Blocks in = blocksOf(P, n), out(P, std::vector<uint8_t>(n, 0));
       auto bytes = runRanks(P, [&](Rank& rk) {
         auto ctx = rk.ctx(4);
-        std::vector<void*> blocks;
-        if (rk.rank == root) {
-          for (auto& o : out)
-            blocks.push_back(o.data());
-        }
-        gatherLinear(ctx, in[rk.rank].data(), n, blocks, root);
+        op(ctx, rk.rank, root, n, in, out);
       });
       for (int r = 0; r < P; ++r) {
         ASSERT_EQ(out[r], in[r]) << "P=" << P << " root " << root << " n=" << n << " block " << r;
-        EXPECT_EQ(bytes[r], r == root ? 0 : n);
+        EXPECT_EQ(bytes[r], sentBy(r == root, n));
       }
     }
   }
 }
 
+class GatherScatter : public RanksTest {};
+
+TEST_P(GatherScatter, GatherPlacesEveryBlockAtTheRoot) {
+  checkEveryRootAndSize(
+      ranks(),
+      [](CollectiveContext& ctx, int rank, int root, size_t n, Blocks& in, Blocks& out) {
+        gatherLinear(ctx, in[rank].data(), n, pointersAt<void*>(rank == root, out), root);
+      },
+      [](bool isRoot, size_t n) -> uint64_t { return isRoot ? 0 : n; });
+}
+
 TEST_P(GatherScatter, ScatterDeliversEachRankItsBlock) {
   const int P = ranks();
-  for (int root = 0; root < P; ++root) {
-    for (size_t n : sizesFor(P)) {
-      std::vector<std::vector<uint8_t>> in(P, std::vector<uint8_t>(n));
-      for (int r = 0; r < P; ++r) {
-        for (size_t i = 0; i < n; ++i)
-          in[r][i] = byteOf(r, i);
-      }
-      std::vector<std::vector<uint8_t>> out(P, std::vector<uint8_t>(n, 0));
-      auto bytes = runRanks(P, [&](Rank& rk) {
-        auto ctx = rk.ctx(4);
-        std::vector<const void*> blocks;
-        if (rk.rank == root) {
-          for (auto& b : in)
-            blocks.push_back(b.data());
-        }
-        scatterLinear(ctx, blocks, out[rk.rank].data(), n, root);
-      });
-      for (int r = 0; r < P; ++r) {
-        ASSERT_EQ(out[r], in[r]) << "P=" << P << " root " << root << " n=" << n << " rank " << r;
-        EXPECT_EQ(bytes[r], r == root ? (P - 1) * n : 0);
-      }
-    }
-  }
+  checkEveryRootAndSize(
+      P,
+      [](CollectiveContext& ctx, int rank, int root, size_t n, Blocks& in, Blocks& out) {
+        scatterLinear(ctx, pointersAt<const void*>(rank == root, in), out[rank].data(), n, root);
+      },
+      [P](bool isRoot, size_t n) -> uint64_t { return isRoot ? (P - 1) * n : 0; });
 }
 
 TEST_P(GatherScatter, RootBlockMayAliasItsOwnSlot) {

@@ -30,6 +30,13 @@ struct World {
     for (int r = 0; r < P; ++r)
       transports.push_back(fabric->transport(r));
   }
+  // One Node per rank, every one starting from `init`.
+  std::vector<std::unique_ptr<Node>> nodes(const NodeConfig& cfg, const std::vector<float>& init) {
+    std::vector<std::unique_ptr<Node>> out;
+    for (int r = 0; r < P; ++r)
+      out.push_back(std::make_unique<Node>(*transports[r], cfg, init.data(), nullptr));
+    return out;
+  }
 };
 
 NodeConfig config(int P, int servers, int s, size_t total, size_t chunk) {
@@ -60,9 +67,7 @@ std::vector<std::vector<float>> trainDelta(
   cfg.compression = codec;
   cfg.topkRatio = ratio;
   std::vector<float> init(n, 0.0f);
-  std::vector<std::unique_ptr<Node>> nodes(P);
-  for (int r = 0; r < P; ++r)
-    nodes[r] = std::make_unique<Node>(*world.transports[r], cfg, init.data(), nullptr);
+  auto nodes = world.nodes(cfg, init);
   const int W = static_cast<int>(cfg.workers.size());
   std::vector<std::vector<float>> out(W);
   if (trace) trace->assign(W, {});
@@ -206,9 +211,7 @@ TEST(PsNode, ServerOptimizersMatchTheReference) {
     cfg.optimizer.weightDecay = cs.wd;
     cfg.optimizer.nesterov = cs.nesterov;
     std::vector<float> init(n, 1.0f);
-    std::vector<std::unique_ptr<Node>> nodes;
-    for (int r = 0; r < P; ++r)
-      nodes.push_back(std::make_unique<Node>(*world.transports[r], cfg, init.data(), nullptr));
+    auto nodes = world.nodes(cfg, init);
     std::vector<std::vector<float>> finals(P);
     std::vector<std::thread> threads;
     for (int w = 0; w < P; ++w) {
@@ -250,9 +253,7 @@ TEST(PsNode, DeadWorkerIsDroppedAndTheOthersGoOn) {
   World world(P);
   const NodeConfig cfg = config(P, 1, 0, n, 8);
   std::vector<float> init(n, 0.0f);
-  std::vector<std::unique_ptr<Node>> nodes;
-  for (int r = 0; r < P; ++r)
-    nodes.push_back(std::make_unique<Node>(*world.transports[r], cfg, init.data(), nullptr));
+  auto nodes = world.nodes(cfg, init);
   std::atomic<int> stepsDone{0};
   std::vector<std::thread> threads;
   for (int w = 0; w < 2; ++w) {
@@ -286,9 +287,7 @@ TEST(PsNode, DeadShardFailsEveryWorkerNamingIt) {
   World world(P);
   const NodeConfig cfg = config(P, 1, 0, n, 8);
   std::vector<float> init(n, 0.0f);
-  std::vector<std::unique_ptr<Node>> nodes;
-  for (int r = 0; r < P; ++r)
-    nodes.push_back(std::make_unique<Node>(*world.transports[r], cfg, init.data(), nullptr));
+  auto nodes = world.nodes(cfg, init);
   std::vector<float> x(n), d(n, 0.5f);
   nodes[0]->client().pushPull(d.data(), 0);  // blocks at s = 0 (worker 1 never pushes)
   world.fabric->kill(2);
@@ -315,9 +314,7 @@ TEST(PsNode, MalformedPushesAreRejectedCountedAndNeverApplied) {
   World world(P);
   const NodeConfig cfg = config(P, 0, -1, n, 8);  // one key, on rank 0
   std::vector<float> init(n, 3.0f);
-  std::vector<std::unique_ptr<Node>> nodes;
-  for (int r = 0; r < P; ++r)
-    nodes.push_back(std::make_unique<Node>(*world.transports[r], cfg, init.data(), nullptr));
+  auto nodes = world.nodes(cfg, init);
   // Rank 2 sends garbage, a wrong-length push, a spoofed one and an oversized one.
   auto& t2 = *world.transports[2];
   std::vector<uint8_t> garbage(100, 0xEE);
