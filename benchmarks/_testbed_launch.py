@@ -84,3 +84,11 @@ def write_json(path: str | None, doc: Any) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(doc, f, indent=1)
+
+
+def write_outputs(a: argparse.Namespace, doc: Any, plot: Callable[[str], None]) -> None:
+    """The orchestrator's files: ``doc`` as JSON to --json and ``plot(path)`` to
+    --plot, each where given."""
+    write_json(a.json, doc)
+    if a.plot:
+        plot(a.plot)

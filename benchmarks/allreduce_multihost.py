@@ -229,9 +229,7 @@ def _orchestrate(a: argparse.Namespace, testbed: ModuleType) -> int:
     meta = {"load_avg": os.getloadavg(), "cpus": os.cpu_count(),
             "git": subprocess.run(["git", "-C", launch.REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
                                   text=True).stdout.strip()}
-    launch.write_json(a.json, {"meta": meta, "runs": runs})
-    if a.plot:
-        _plot(runs, a.plot)
+    launch.write_outputs(a, {"meta": meta, "runs": runs}, lambda path: _plot(runs, path))
     return 0
 
 

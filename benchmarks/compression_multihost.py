@@ -278,9 +278,7 @@ def _orchestrate(a: argparse.Namespace, testbed: ModuleType) -> int:
             sys.stdout.flush()
     meta = {"hosts": 2, "ranks_per_host": 2, "steps": a.steps, "reps": a.reps, "hidden": a.hidden,
             "batch": a.batch, "target": a.target, "cpu": os.cpu_count(), "load": os.getloadavg()}
-    launch.write_json(a.json, {"meta": meta, "results": results})
-    if a.plot:
-        _plot(results, a.plot)
+    launch.write_outputs(a, {"meta": meta, "results": results}, lambda path: _plot(results, path))
     return 0
 
 
