@@ -1,10 +1,11 @@
 """Closed-form inputs and oracles for the collective tests (test_collectives_more.py,
-test_p2p_groups.py).
+test_hierarchical.py, test_p2p_groups.py).
 
-values() gives each rank an input whose reductions over <= 4 ranks are exact in
-every dtype, reference() the reduction computed from every rank's input,
-gloo_reduced() Gloo's answer on the same input, check() an exact comparison
-(one rounding allowed for AVG on floating types).
+ALL_DTYPES and ops_for() are the (dtype, op) matrix the reducing collectives
+cover, values() gives each rank an input whose reductions over <= 4 ranks are
+exact in every dtype, reference() the reduction computed from every rank's
+input, gloo_reduced() Gloo's answer on the same input, check() an exact
+comparison (one rounding allowed for AVG on floating types).
 """
 
 from __future__ import annotations
@@ -12,7 +13,23 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["check", "gloo_reduced", "reduce_op", "reference", "values"]
+__all__ = ["ALL_DTYPES", "FLOATS", "INTS", "check", "gloo_reduced", "ops_for", "reduce_op", "reference",
+           "values"]
+
+FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+ALL_DTYPES = FLOATS + INTS + (torch.bool, torch.complex64, torch.complex128)
+
+
+def ops_for(dtype: torch.dtype) -> tuple[str, ...]:
+    """The reduce ops distx supports on `dtype` (AVG and PREMUL_SUM included)."""
+    if dtype == torch.bool:
+        return ("SUM", "MIN", "MAX", "BAND", "BOR", "BXOR")
+    if dtype.is_complex:
+        return ("SUM", "AVG", "PREMUL_SUM")
+    if dtype.is_floating_point:
+        return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "PREMUL_SUM")
+    return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "BAND", "BOR", "BXOR")
 
 
 def values(dtype: torch.dtype, op: str, n: int, rank: int, salt: int = 0) -> torch.Tensor:

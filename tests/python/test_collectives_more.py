@@ -21,24 +21,11 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distx_oracle import check, gloo_reduced, reduce_op, reference, values
+from distx_oracle import ALL_DTYPES, check, gloo_reduced, ops_for, reduce_op, reference, values
 from distx_testing import CaseTable, run_ranks
 
 WORLD_SIZES = (2, 3, 4)
 PRIME = 101
-FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
-ALL_DTYPES = FLOATS + INTS + (torch.bool, torch.complex64, torch.complex128)
-
-
-def _ops_for(dtype: torch.dtype) -> tuple[str, ...]:
-    if dtype == torch.bool:
-        return ("SUM", "MIN", "MAX", "BAND", "BOR", "BXOR")
-    if dtype.is_complex:
-        return ("SUM", "AVG", "PREMUL_SUM")
-    if dtype.is_floating_point:
-        return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "PREMUL_SUM")
-    return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "BAND", "BOR", "BXOR")
 
 
 def _counts(ws: int) -> list[int]:
@@ -290,7 +277,7 @@ def _small_all_reduce_case(dtype: torch.dtype, op: str) -> Case:
 def cases(ws: int) -> dict[str, Case]:
     c: dict[str, Case] = {}
     for dt in ALL_DTYPES:
-        for op in _ops_for(dt):
+        for op in ops_for(dt):
             for n in _counts(ws):
                 c[f"reduce_scatter_tensor-{_dt(dt)}-{op}-n{n}"] = _reduce_scatter_tensor_case(dt, op, n)
             c[f"reduce-{_dt(dt)}-{op}"] = _reduce_case(dt, op)

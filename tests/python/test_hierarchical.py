@@ -21,12 +21,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distx_oracle import check, gloo_reduced, reduce_op, reference, values
+from distx_oracle import ALL_DTYPES, check, gloo_reduced, ops_for, reduce_op, reference, values
 from distx_testing import current_store, run_ranks
 
-FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-INTS = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
-ALL_DTYPES = FLOATS + INTS + (torch.bool, torch.complex64, torch.complex128)
 SMALL = 101  # below leadersMaxBytes (128 KiB) for every dtype: reduce -> leaders -> broadcast
 LEADERS_MAX_BYTES = 128 * 1024
 
@@ -45,16 +42,6 @@ LAYOUTS = {
 }
 
 
-def _ops_for(dtype: torch.dtype) -> tuple[str, ...]:
-    if dtype == torch.bool:
-        return ("SUM", "MIN", "MAX", "BAND", "BOR", "BXOR")
-    if dtype.is_complex:
-        return ("SUM", "AVG", "PREMUL_SUM")
-    if dtype.is_floating_point:
-        return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "PREMUL_SUM")
-    return ("SUM", "AVG", "PRODUCT", "MIN", "MAX", "BAND", "BOR", "BXOR")
-
-
 def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
 
@@ -70,7 +57,7 @@ def _world(rank: int, ws: int, hostids: list[str], dtypes: tuple) -> dict:
     split_rail = not out["topology"]["flat"] and out["topology"]["uniform"]
     fail = out["fail"]
     for dt in dtypes:
-        for op in _ops_for(dt):
+        for op in ops_for(dt):
             # split-rail exists only on uniform multi-rank hosts; elsewhere one size
             # covers the one algorithm (leaders, or flat for 2x1)
             for n in (SMALL, _large(dt)) if split_rail else (SMALL,):
