@@ -26,6 +26,7 @@ import torch.distributed as dist  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import distx_oracle  # noqa: E402
+import distx_testing  # noqa: E402
 
 import torch_distx  # noqa: E402,F401
 
@@ -113,14 +114,7 @@ def kill(out_dir: str, victim: int) -> dict:
     if RANK == victim:
         time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGKILL)
-    start = time.monotonic()
-    error = None
-    try:
-        for _ in range(1_000_000):
-            dist.all_reduce(t)
-    except Exception as e:  # noqa: BLE001
-        error = f"{type(e).__name__}: {e}"
-    detect = time.monotonic() - start
+    error, detect = distx_testing.all_reduce_until_error(t, 1_000_000)
     try:
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001

@@ -54,12 +54,14 @@ from __future__ import annotations
 
 import datetime
 import faulthandler
+import importlib
 import multiprocessing as mp
 import os
 import pickle
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 import traceback
@@ -71,10 +73,13 @@ __all__ = [
     "RankFailed",
     "RankHung",
     "RankResult",
+    "all_reduce_until_error",
     "current_store",
     "free_port",
+    "import_example",
     "run_ranks",
     "run_ranks_raw",
+    "wait_all",
 ]
 
 _STORE = None  # the store of this child process, for backend=None workers
@@ -310,6 +315,46 @@ def run_ranks(fn: Callable, world_size: int, *args: Any, **kwargs: Any) -> list[
         cls = RankHung if any(r.hung for r in bad) else RankFailed
         raise cls("\n".join(lines), results)
     return [r.value for r in results]
+
+
+# ------------------------------------------------------------- in a rank
+
+def wait_all(works: Sequence[Any]) -> list[str | None]:
+    """Waits on every work; for each, None where it completed, else the message
+    of the RuntimeError it raised (DistBackendError is one)."""
+    errors: list[str | None] = []
+    for w in works:
+        try:
+            w.wait()
+            errors.append(None)
+        except RuntimeError as e:
+            errors.append(str(e))
+    return errors
+
+
+def all_reduce_until_error(t: Any, max_calls: int) -> tuple[str | None, float]:
+    """All-reduces ``t`` up to ``max_calls`` times, stopping at the first error
+    (a dead peer, say); returns it as "Type: message" (None if every call
+    succeeded) and the seconds the loop took."""
+    import torch.distributed as dist
+
+    start = time.monotonic()
+    error = None
+    try:
+        for _ in range(max_calls):
+            dist.all_reduce(t)
+    except Exception as e:  # noqa: BLE001
+        error = f"{type(e).__name__}: {e}"
+    return error, time.monotonic() - start
+
+
+def import_example(name: str) -> Any:
+    """examples/<name>.py as a module. Imported by name (not from a file spec),
+    so that spawned ranks can import it too."""
+    examples = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    return importlib.import_module(name)
 
 
 # ------------------------------------------------------------- case tables

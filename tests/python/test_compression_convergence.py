@@ -7,27 +7,15 @@ only for top-k, which needs the longer run to catch up."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
+
+from distx_testing import import_example
 
 pytest.importorskip("sklearn")
 
-EXAMPLES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
-
-
-def _example():
-    # Imported by name (not from a file spec) so spawned workers can import it too.
-    if EXAMPLES not in sys.path:
-        sys.path.insert(0, EXAMPLES)
-    import compression_digits
-
-    return compression_digits
-
 
 def test_short_convergence_on_digits():
-    example = _example()
+    example = import_example("compression_digits")
     results = example.run(epochs=12, world=4, backend="distx")
     acc = {name: 100 * r["acc"] for name, r in results.items()}
     print("held-out accuracy (%):", {k: round(v, 2) for k, v in acc.items()})

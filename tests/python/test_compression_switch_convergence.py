@@ -8,23 +8,12 @@ leave the replicas bit-identical. The short run is in `make test`; the
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-from distx_testing import run_ranks
+from distx_testing import import_example, run_ranks
 
 pytest.importorskip("sklearn")
-
-EXAMPLES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
-
-
-def _example():
-    if EXAMPLES not in sys.path:
-        sys.path.insert(0, EXAMPLES)
-    import compression_digits
-
-    return compression_digits
 
 
 def _worker(rank: int, ws: int, configs: list, epochs: int) -> dict:
@@ -36,7 +25,7 @@ def _worker(rank: int, ws: int, configs: list, epochs: int) -> dict:
     os.environ["DISTX_HOSTID"] = f"digits-host-{rank * 2 // ws}"  # ranks 0,1 | 2,3
     torch.set_num_threads(1)
     dist.init_process_group("distx", store=current_store(), rank=rank, world_size=ws)
-    ex = _example()
+    ex = import_example("compression_digits")
     groups = {name: ex.switch_group(name) for name in configs}
     return {name: ex.train(rank, ws, name, epochs, 0.05, 16, 0, groups[name]) for name in configs}
 
@@ -62,7 +51,7 @@ def test_switch_short_convergence():
 
 @pytest.mark.long
 def test_switch_convergence_targets():
-    r = _run(list(_example().CONFIGS), epochs=40, timeout=1800)
+    r = _run(list(import_example("compression_digits").CONFIGS), epochs=40, timeout=1800)
     acc = {k: 100 * v["acc"] for k, v in r.items()}
     assert abs(acc["fp16"] - acc["none"]) <= 0.5
     assert abs(acc["bf16"] - acc["none"]) <= 0.5

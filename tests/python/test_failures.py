@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from distx_testing import free_port
+from distx_testing import all_reduce_until_error, free_port
 
 KILL_TRIALS = int(os.environ.get("DISTX_KILL_TRIALS", "5"))
 
@@ -76,14 +76,7 @@ def _kill_worker(rank, nproc, port, q, victim):
     if rank == victim:
         time.sleep(0.05 * (os.getpid() % 5))  # die at a varying point of the stream
         os.kill(os.getpid(), signal.SIGKILL)
-    start = time.time()
-    error = None
-    try:
-        for _ in range(100000):
-            dist.all_reduce(t)
-    except Exception as e:  # noqa: BLE001
-        error = f"{type(e).__name__}: {e}"
-    detect = time.time() - start
+    error, detect = all_reduce_until_error(t, 100000)
     later = None
     try:
         dist.all_reduce(torch.ones(4))

@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distx_testing import current_store, run_ranks
+from distx_testing import current_store, run_ranks, wait_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,13 +82,7 @@ def _abort_worker(rank: int, ws: int, which: str) -> dict:
     assert not any(w.is_completed() for w in works)
     start = time.monotonic()
     dist.distributed_c10d._abort_process_group(group)
-    errors = []
-    for w in works:
-        try:
-            w.wait()
-            errors.append(None)
-        except RuntimeError as e:
-            errors.append(str(e))
+    errors = wait_all(works)
     elapsed = time.monotonic() - start
     after = None
     if group is not None:  # the default group is untouched by a subgroup's abort

@@ -30,7 +30,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from distx_testing import current_store, free_port, run_ranks
+from distx_testing import current_store, free_port, run_ranks, wait_all
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -65,13 +65,7 @@ def _bounded_shutdown_worker(rank: int, ws: int) -> dict:
     start = time.monotonic()
     dist.destroy_process_group()
     elapsed = time.monotonic() - start
-    errors = []
-    for w in works:
-        try:
-            w.wait()
-            errors.append(None)
-        except RuntimeError as e:
-            errors.append(str(e))
+    errors = wait_all(works)
     store.set("shutdown/done", "1")
     return {"elapsed": elapsed, "errors": errors}
 
