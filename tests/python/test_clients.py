@@ -17,25 +17,26 @@ from test_torchrun import REPO, _torchrun
 _MISSING = "not installed in this venv ({}): `make clients` installs lightning and accelerate with torch pinned"
 
 
-def _need(module: str) -> None:
+def _run_example(module: str, example: str) -> str:
+    """The output of examples/<example> under torchrun (2 ranks), which must
+    exit 0; skips when `module` is not installed."""
     if importlib.util.find_spec(module) is None:
         pytest.skip(_MISSING.format(module))
+    rc, out = _torchrun([os.path.join(REPO, "examples", example)], timeout=220, cwd=REPO)
+    assert rc == 0, out
+    return out
 
 
 @pytest.mark.timeout(240)
 def test_lightning_ddp_strategy_on_distx() -> None:
-    _need("lightning")
-    rc, out = _torchrun([os.path.join(REPO, "examples", "lightning_ddp.py")], timeout=220, cwd=REPO)
-    assert rc == 0, out
+    out = _run_example("lightning", "lightning_ddp.py")
     for rank in (0, 1):
         assert f"rank {rank}: lightning DDP on distx: weights match the replay: OK" in out, out
 
 
 @pytest.mark.timeout(240)
 def test_accelerate_with_distx_group_created_first() -> None:
-    _need("accelerate")
-    rc, out = _torchrun([os.path.join(REPO, "examples", "accelerate_ddp.py")], timeout=220, cwd=REPO)
-    assert rc == 0, out
+    out = _run_example("accelerate", "accelerate_ddp.py")
     for rank in (0, 1):
         assert f"rank {rank}: accelerate (" in out and "on distx: weights match the replay: OK" in out, out
     assert out.count("weights match the replay: OK") == 2, out

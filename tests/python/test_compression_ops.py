@@ -62,26 +62,28 @@ def _edge_values() -> torch.Tensor:
     return torch.cat([special, bits.view(torch.float32)])
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.25, 1.0 / 3.0])
-def test_fp16_matches_torch_cast(scale):
+def _encode_like_torch(encode, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """encode(edge values, scale), asserted bit-identical to torch's cast of
+    x * scale to dtype (NaN where torch has NaN, any payload)."""
     x = _edge_values()
-    got = ops.fp16_encode(x, scale)
-    ref = (x * scale).half()
+    got = encode(x, scale)
+    ref = (x * scale).to(dtype)
     nan = torch.isnan(ref)
     assert torch.equal(torch.isnan(got), nan)
     assert torch.equal(got[~nan].view(torch.int16), ref[~nan].view(torch.int16))
+    return got
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25, 1.0 / 3.0])
+def test_fp16_matches_torch_cast(scale):
+    got = _encode_like_torch(ops.fp16_encode, torch.float16, scale)
     back = ops.fp16_decode(got, 2.0)
     torch.testing.assert_close(back, got.float() * 2.0, rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5, 0.1])
 def test_bf16_matches_torch_cast(scale):
-    x = _edge_values()
-    got = ops.bf16_encode(x, scale)
-    ref = (x * scale).bfloat16()
-    nan = torch.isnan(ref)
-    assert torch.equal(torch.isnan(got), nan)
-    assert torch.equal(got[~nan].view(torch.int16), ref[~nan].view(torch.int16))
+    got = _encode_like_torch(ops.bf16_encode, torch.bfloat16, scale)
     torch.testing.assert_close(ops.bf16_decode(got), got.float(), rtol=0, atol=0, equal_nan=True)
 
 

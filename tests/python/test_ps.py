@@ -253,32 +253,32 @@ def _make_opt(model, lr, opt_name, momentum, wd):
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
 
 
-def _ddp_summed(rank, world, steps, lr, opt_name, momentum=0.0, wd=0.01):
-    model = DDP(_model(), forward_sync_buffers=False)
-    model.register_comm_hook(None, _sum_hook)
-    opt = _make_opt(model, lr, opt_name, momentum, wd)
+def _trajectory(model, opt, rank, steps, after_step=None) -> list[torch.Tensor]:
+    """The flat parameters after each of `steps` full-batch steps on rank's
+    data; after_step() runs between the optimizer step and the snapshot."""
     x, y = _data(rank)
     traj = []
     for _ in range(steps):
         _loss(model, x, y).backward()
         opt.step()
         opt.zero_grad()
+        if after_step is not None:
+            after_step()
         traj.append(_flat(model))
     return traj
+
+
+def _ddp_summed(rank, world, steps, lr, opt_name, momentum=0.0, wd=0.01):
+    model = DDP(_model(), forward_sync_buffers=False)
+    model.register_comm_hook(None, _sum_hook)
+    return _trajectory(model, _make_opt(model, lr, opt_name, momentum, wd), rank, steps)
 
 
 def _ps_traj(rank, world, steps, lr, mode, opt_name, momentum=0.0, wd=0.01):
     model = DDP(_model(), forward_sync_buffers=False)
     opt = _make_opt(model, lr, opt_name, momentum, wd)
     handle = ps.attach(model, opt, mode=mode, staleness=0)
-    x, y = _data(rank)
-    traj = []
-    for _ in range(steps):
-        _loss(model, x, y).backward()
-        opt.step()
-        opt.zero_grad()
-        handle.sync()
-        traj.append(_flat(model))
+    traj = _trajectory(model, opt, rank, steps, after_step=handle.sync)
     handle.detach()
     return traj
 
