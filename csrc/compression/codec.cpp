@@ -68,9 +68,8 @@ class TopKCodec final : public Codec {
 const CastKernels& castKernels(Method m) {
   static const CastKernels fp16{encodeFp16, decodeFp16, countNonFiniteFp16};
   static const CastKernels bf16{encodeBf16, decodeBf16, countNonFiniteBf16};
-  if (m == Method::kFp16) return fp16;
-  DISTX_CHECK(m == Method::kBf16, InvalidArgument, "'", methodName(m), "' is not a cast codec");
-  return bf16;
+  checkCast(m);
+  return m == Method::kFp16 ? fp16 : bf16;
 }
 
 std::unique_ptr<Codec> makeCodec(Method m, const CodecOptions& options) {

@@ -23,6 +23,10 @@ const char* methodName(Method m) {
   return enumLookup(kMethodNames, m, "?");
 }
 
+void checkCast(Method m) {
+  DISTX_CHECK(isCast(m), InvalidArgument, "'", methodName(m), "' is not a cast codec");
+}
+
 Spec parseSpec(const std::string& m, const std::string& source, bool allowOff) {
   if (m.empty() || m == "none" || (allowOff && (m == "0" || m == "off"))) return {};
   if (m == "fp16") return {Method::kFp16, 0.0};

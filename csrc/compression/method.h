@@ -29,6 +29,9 @@ const char* methodName(Method m);
 inline bool isCast(Method m) {
   return m == Method::kFp16 || m == Method::kBf16;
 }
+// InvalidArgument ("'<name>' is not a cast codec") unless isCast(m): the
+// check of castKernels (cast.h and its CUDA twin).
+void checkCast(Method m);
 
 struct Spec {
   Method method = Method::kNone;
