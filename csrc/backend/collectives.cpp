@@ -7,8 +7,8 @@
 #include "algorithms/select.h"
 #include "backend/allgather_packed.hpp"
 #include "backend/contig.hpp"
+#include "backend/op_checks.hpp"
 #include "backend/process_group_distx.hpp"
-#include "backend/tensor_checks.hpp"
 
 namespace distx {
 namespace {
@@ -57,14 +57,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce(std::vector<at::Tens
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(
     std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) {
   if (onCuda("all_reduce_coalesced", tensors)) return cuda().allreduce_coalesced(tensors, opts);
-  TORCH_CHECK_VALUE(!tensors.empty(), "distx all_reduce_coalesced: got no tensors");
-  checkTensor(tensors[0], "all_reduce_coalesced");
-  for (const auto& t : tensors) {
-    checkTensor(t, "all_reduce_coalesced");
-    TORCH_CHECK_TYPE(t.scalar_type() == tensors[0].scalar_type(),
-                     "distx all_reduce_coalesced: all tensors must have one dtype, got ",
-                     t.scalar_type(), " and ", tensors[0].scalar_type());
-  }
+  checkOneDtype(tensors, "all_reduce_coalesced");
   const ReduceSpec spec =
       toReduceOp(opts.reduceOp, tensors[0].scalar_type(), "all_reduce_coalesced");
   std::vector<at::Tensor> ts = tensors;
@@ -80,20 +73,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allreduce_coalesced(
   Compressor* compressor = compressor_.get();
   return enqueue(c10d::OpType::ALLREDUCE_COALESCED, "all_reduce_coalesced", opts.timeout, ts,
                  [ts, spec, compress, key, compressor](CollectiveContext& ctx) {
-                   std::vector<at::Tensor> flat;
-                   for (const auto& t : ts)
-                     flat.push_back(t.reshape({-1}));
-                   at::Tensor buf = parked(at::cat(flat));
+                   at::Tensor buf = concatFlat(ts);
                    if (compress) {
                      compressor->run(ctx, buf, spec.op, key);
                    } else {
                      runAllreduce(ctx, buf, spec);
                    }
-                   int64_t off = 0;
-                   for (const auto& t : ts) {
-                     t.copy_(buf.narrow(0, off, t.numel()).view(t.sizes()));
-                     off += t.numel();
-                   }
+                   splitInto(buf, ts);
                  });
 }
 
@@ -101,10 +87,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::broadcast(std::vector<at::Tens
                                                             const c10d::BroadcastOptions& opts) {
   if (onCuda("broadcast", tensors)) return cuda().broadcast(tensors, opts);
   const at::Tensor& t = singleTensor(tensors, "broadcast");
-  TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < size_, "distx broadcast: root rank ",
-                    opts.rootRank, " is outside 0..", size_ - 1);
-  TORCH_CHECK_VALUE(opts.rootTensor == 0, "distx broadcast: rootTensor must be 0");
-  const int root = static_cast<int>(opts.rootRank);
+  const int root = checkRoot(opts.rootRank, opts.rootTensor, size_, "broadcast");
   return enqueue(c10d::OpType::BROADCAST, "broadcast", opts.timeout, {t},
                  [t, root](CollectiveContext& ctx) {
                    Contig c(t);
@@ -120,13 +103,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather(
     const c10d::AllgatherOptions& opts) {
   if (onCuda("all_gather", outputs, inputs)) return cuda().allgather(outputs, inputs, opts);
   const at::Tensor& in = singleTensor(inputs, "all_gather");
-  TORCH_CHECK_VALUE(outputs.size() == 1, "distx all_gather: expected one output list, got ",
-                    outputs.size());
-  auto outs = outputs[0];
-  TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == size_,
-                    "distx all_gather: the output list has ", outs.size(),
-                    " tensors but the group has ", size_, " ranks");
-  checkSameTypeAndSize(outs, in, "all_gather");
+  const auto outs = groupList(outputs, in, size_, "all_gather", "output");
   const int r = rank_;
   return enqueue(
       c10d::OpType::ALLGATHER, "all_gather", opts.timeout, outs,
@@ -163,14 +140,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::_allgather_base(
     at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
   if (onCuda("all_gather_into_tensor", output, input))
     return cuda()._allgather_base(output, input, opts);
-  checkTensor(input, "all_gather_into_tensor");
-  checkTensor(output, "all_gather_into_tensor");
-  TORCH_CHECK_TYPE(output.scalar_type() == input.scalar_type(),
-                   "distx all_gather_into_tensor: output dtype ", output.scalar_type(),
-                   " differs from input dtype ", input.scalar_type());
-  TORCH_CHECK_VALUE(output.numel() == input.numel() * size_,
-                    "distx all_gather_into_tensor: output has ", output.numel(),
-                    " elements, expected world size x input = ", input.numel() * size_);
+  checkAllgatherPair(output, input, size_, "all_gather_into_tensor");
   const at::Tensor in = input, out = output;
   const int r = rank_, P = size_;
   return enqueue(c10d::OpType::_ALLGATHER_BASE, "all_gather_into_tensor", opts.timeout, {out},
@@ -196,20 +166,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_coalesced(
     return cuda().allgather_coalesced(outputLists, inputs, opts);
   const char* op = "all_gather_coalesced";
   // outputLists[rank][i] receives input i of that rank.
-  TORCH_CHECK_VALUE(static_cast<int>(outputLists.size()) == size_, "distx ", op, ": got ",
-                    outputLists.size(), " output lists but the group has ", size_, " ranks");
-  std::vector<at::Tensor> flatOuts;
-  for (const auto& t : inputs)
-    checkTensor(t, op);
-  for (int src = 0; src < size_; ++src) {
-    TORCH_CHECK_VALUE(outputLists[src].size() == inputs.size(), "distx ", op, ": output list ", src,
-                      " has ", outputLists[src].size(), " tensors but there are ", inputs.size(),
-                      " inputs");
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      checkSameTypeAndSize({outputLists[src][i]}, inputs[i], op);
-      flatOuts.push_back(outputLists[src][i]);
-    }
-  }
+  const std::vector<at::Tensor> flatOuts =
+      allgatherCoalescedOutputs(outputLists, inputs, size_, op);
   const std::vector<at::Tensor> ins = inputs;
   const auto outs = outputLists;
   // One ring all-gather over the byte-concatenation of every input.

@@ -11,8 +11,8 @@
 
 #include "backend/allgather_packed.hpp"
 #include "backend/contig.hpp"
+#include "backend/op_checks.hpp"
 #include "backend/process_group_distx.hpp"
-#include "backend/tensor_checks.hpp"
 
 namespace distx {
 namespace {
@@ -25,16 +25,6 @@ at::Tensor reduceScatterPacked(CollectiveContext& ctx, at::Tensor packed, int64_
   reduceScatterRingNodeOrdered(ctx, packed.data_ptr(), static_cast<size_t>(block),
                                toDType(packed.scalar_type(), op), spec.op);
   return packed.narrow(0, ctx.rank() * block, block);
-}
-
-void checkReduceScatterPair(const at::Tensor& out, const at::Tensor& in, int P, const char* op,
-                            const char* what = "") {
-  checkTensor(in, op);
-  checkTensor(out, op);
-  TORCH_CHECK_TYPE(out.scalar_type() == in.scalar_type(), "distx ", op, ": ", what, "output dtype ",
-                   out.scalar_type(), " differs from input dtype ", in.scalar_type());
-  TORCH_CHECK_VALUE(in.numel() == out.numel() * P, "distx ", op, ": ", what, "input has ",
-                    in.numel(), " elements, expected world size x output = ", out.numel() * P);
 }
 
 }  // namespace
@@ -62,25 +52,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter(
     return cuda().reduce_scatter(outputs, inputs, opts);
   const char* op = "reduce_scatter";
   const at::Tensor& out = singleTensor(outputs, op);
-  TORCH_CHECK_VALUE(inputs.size() == 1, "distx ", op, ": expected one input list, got ",
-                    inputs.size());
-  TORCH_CHECK_VALUE(static_cast<int>(inputs[0].size()) == size_, "distx ", op,
-                    ": the input list has ", inputs[0].size(), " tensors but the group has ", size_,
-                    " ranks");
-  checkSameTypeAndSize(inputs[0], out, op);
+  const auto ins = groupList(inputs, out, size_, op, "input");
   const ReduceSpec spec = toReduceOp(opts.reduceOp, out.scalar_type(), op);
-  const auto ins = inputs[0];
   return enqueue(
       c10d::OpType::REDUCE_SCATTER, op, opts.timeout, {out},
       [ins, out, spec, op](CollectiveContext& ctx) {
-        const int64_t n = out.numel();
-        at::Tensor packed =
-            parked(at::empty({n * static_cast<int64_t>(ins.size())},
-                             out.options().memory_format(at::MemoryFormat::Contiguous)));
-        for (size_t i = 0; i < ins.size(); ++i) {
-          packed.narrow(0, i * n, n).view(ins[i].sizes()).copy_(ins[i]);
-        }
-        at::Tensor mine = reduceScatterPacked(ctx, packed, n, spec, op);
+        at::Tensor mine = reduceScatterPacked(ctx, concatFlat(ins), out.numel(), spec, op);
         out.copy_(mine.view(out.sizes()));
       },
       ins);
@@ -92,13 +69,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce_scatter_tensor_coalesce
   if (onCuda("reduce_scatter_tensor_coalesced", outputs, inputs))
     return cuda().reduce_scatter_tensor_coalesced(outputs, inputs, opts);
   const char* op = "reduce_scatter_tensor_coalesced";
-  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "distx ", op, ": got ", outputs.size(),
-                    " outputs for ", inputs.size(), " inputs");
-  std::vector<ReduceSpec> specs;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    checkReduceScatterPair(outputs[i], inputs[i], size_, op);
-    specs.push_back(toReduceOp(opts.reduceOp, inputs[i].scalar_type(), op));
-  }
+  const std::vector<ReduceSpec> specs =
+      checkReduceScatterPairs(outputs, inputs, size_, opts.reduceOp, toReduceOp, op);
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
   const int P = size_;
   return enqueue(
@@ -147,18 +119,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::allgather_into_tensor_coalesce
   if (onCuda("all_gather_into_tensor_coalesced", outputs, inputs))
     return cuda().allgather_into_tensor_coalesced(outputs, inputs, opts);
   const char* op = "all_gather_into_tensor_coalesced";
-  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "distx ", op, ": got ", outputs.size(),
-                    " outputs for ", inputs.size(), " inputs");
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    checkTensor(inputs[i], op);
-    checkTensor(outputs[i], op);
-    TORCH_CHECK_TYPE(outputs[i].scalar_type() == inputs[i].scalar_type(), "distx ", op, ": output ",
-                     i, " has dtype ", outputs[i].scalar_type(), " but input ", i, " has ",
-                     inputs[i].scalar_type());
-    TORCH_CHECK_VALUE(outputs[i].numel() == inputs[i].numel() * size_, "distx ", op, ": output ", i,
-                      " has ", outputs[i].numel(),
-                      " elements, expected world size x input = ", inputs[i].numel() * size_);
-  }
+  checkAllgatherPairs(outputs, inputs, size_, op);
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
   // One ring all-gather over the byte-concatenation of every input.
   return enqueue(

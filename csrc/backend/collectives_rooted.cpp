@@ -4,28 +4,17 @@
 #include <c10/util/Exception.h>
 
 #include "backend/contig.hpp"
+#include "backend/op_checks.hpp"
 #include "backend/process_group_distx.hpp"
-#include "backend/tensor_checks.hpp"
 
 namespace distx {
-namespace {
-
-int checkRoot(int64_t root, int size, const char* op) {
-  TORCH_CHECK_VALUE(root >= 0 && root < size, "distx ", op, ": root rank ", root, " is outside 0..",
-                    size - 1);
-  return static_cast<int>(root);
-}
-
-}  // namespace
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::reduce(std::vector<at::Tensor>& tensors,
                                                          const c10d::ReduceOptions& opts) {
   if (onCuda("reduce", tensors)) return cuda().reduce(tensors, opts);
   const char* op = "reduce";
   const at::Tensor& t = singleTensor(tensors, op);
-  const int root = checkRoot(opts.rootRank, size_, op);
-  TORCH_CHECK_VALUE(opts.rootTensor == 0, "distx ", op, ": rootTensor must be 0, got ",
-                    opts.rootTensor);
+  const int root = checkRoot(opts.rootRank, opts.rootTensor, size_, op);
   const ReduceSpec spec = toReduceOp(opts.reduceOp, t.scalar_type(), op);
   const bool isRoot = rank_ == root;
   return enqueue(c10d::OpType::REDUCE, op, opts.timeout, {t},
@@ -54,21 +43,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::gather(
   const char* op = "gather";
   const at::Tensor& in = singleTensor(inputs, op);
   const int root = checkRoot(opts.rootRank, size_, op);
-  std::vector<at::Tensor> outs;
-  if (rank_ == root) {
-    TORCH_CHECK_VALUE(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == size_, "distx ",
-                      op, ": the root needs one output list of ", size_,
-                      " tensors (the group size), got ",
-                      outputs.size() == 1 ? outputs[0].size() : outputs.size(),
-                      outputs.size() == 1 ? " tensors" : " lists");
-    checkSameTypeAndSize(outputs[0], in, op);
-    outs = outputs[0];
-  } else {
-    TORCH_CHECK_VALUE(outputs.empty() || (outputs.size() == 1 && outputs[0].empty()), "distx ", op,
-                      ": only the root (rank ", root, ") passes an output list; rank ", rank_,
-                      " got ", outputs.size() == 1 ? outputs[0].size() : outputs.size(),
-                      " outputs");
-  }
+  const std::vector<at::Tensor> outs = rootList(outputs, in, root, rank_, size_, op, "output");
   return enqueue(c10d::OpType::GATHER, op, opts.timeout, outs,
                  [in, outs, root](CollectiveContext& ctx) {
                    const at::Tensor src = parked(in.contiguous());
@@ -86,20 +61,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::scatter(
   const char* op = "scatter";
   const at::Tensor& out = singleTensor(outputs, op);
   const int root = checkRoot(opts.rootRank, size_, op);
-  std::vector<at::Tensor> ins;
-  if (rank_ == root) {
-    TORCH_CHECK_VALUE(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == size_, "distx ",
-                      op, ": the root needs one input list of ", size_,
-                      " tensors (the group size), got ",
-                      inputs.size() == 1 ? inputs[0].size() : inputs.size(),
-                      inputs.size() == 1 ? " tensors" : " lists");
-    checkSameTypeAndSize(inputs[0], out, op);
-    ins = inputs[0];
-  } else {
-    TORCH_CHECK_VALUE(inputs.empty() || (inputs.size() == 1 && inputs[0].empty()), "distx ", op,
-                      ": only the root (rank ", root, ") passes an input list; rank ", rank_,
-                      " got ", inputs.size() == 1 ? inputs[0].size() : inputs.size(), " inputs");
-  }
+  const std::vector<at::Tensor> ins = rootList(inputs, out, root, rank_, size_, op, "input");
   return enqueue(
       c10d::OpType::SCATTER, op, opts.timeout, {out},
       [ins, out, root](CollectiveContext& ctx) {

@@ -86,4 +86,22 @@ inline at::Tensor flatContiguous(const at::Tensor& t) {
   return parked(t.contiguous().view({-1}));
 }
 
+// The elements of every tensor of `ts` (one dtype), one after the other in a
+// fresh 1-D tensor: the coalesced forms run one collective over it.
+inline at::Tensor concatFlat(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Tensor> flat;
+  for (const auto& t : ts)
+    flat.push_back(t.reshape({-1}));
+  return parked(at::cat(flat));
+}
+
+// concatFlat() backwards: copies `flat`'s consecutive pieces into `ts`.
+inline void splitInto(const at::Tensor& flat, const std::vector<at::Tensor>& ts) {
+  int64_t off = 0;
+  for (const auto& t : ts) {
+    t.copy_(flat.narrow(0, off, t.numel()).view(t.sizes()));
+    off += t.numel();
+  }
+}
+
 }  // namespace distx

@@ -1,5 +1,6 @@
 #include "backend/device_dispatch.hpp"
 
+#include "backend/op_checks.hpp"
 #include "backend/process_group_distx.hpp"
 
 #include <c10/util/Exception.h>
@@ -40,7 +41,7 @@ bool decideCuda(const std::vector<c10::Device>& seen, const char* op) {
 // the group (CudaBackendDeps).
 c10d::Backend& ProcessGroupDistx::cuda() {
   std::lock_guard<std::mutex> lock(mu_);
-  TORCH_CHECK(!stopping_, "distx: the process group was shut down or aborted");
+  checkUsable(nullptr, stopping_);
   if (!cuda_) {
     CudaBackendDeps deps;
     deps.store = store_;

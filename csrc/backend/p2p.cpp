@@ -6,8 +6,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "backend/op_checks.hpp"
 #include "backend/process_group_distx.hpp"
-#include "backend/tensor_checks.hpp"
 #include "common/tag.h"
 
 namespace distx {
@@ -245,7 +245,7 @@ void P2PEngine::loop() {
 
 P2PEngine& ProcessGroupDistx::p2pEngine(const char* opName) {
   std::lock_guard<std::mutex> lock(mu_);
-  TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
+  checkUsable(opName, stopping_);
   if (!p2p_) {
     p2p_ = std::make_shared<P2PEngine>(
         *transport_, pgTag_,
@@ -276,8 +276,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::send(std::vector<at::Tensor>& 
                                                        int dstRank, int tag) {
   if (onCuda("send", tensors)) return cuda().send(tensors, dstRank, tag);
   const at::Tensor& t = singleTensor(tensors, "send");
-  TORCH_CHECK_VALUE(dstRank >= 0 && dstRank < size_, "distx send: destination rank ", dstRank,
-                    " is outside 0..", size_ - 1);
+  checkPeer(dstRank, rank_, size_, "send", "destination");
   return p2pEngine("send").send(t, dstRank, tag, p2pTimeout());
 }
 
@@ -285,8 +284,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::recv(std::vector<at::Tensor>& 
                                                        int srcRank, int tag) {
   if (onCuda("recv", tensors)) return cuda().recv(tensors, srcRank, tag);
   const at::Tensor& t = singleTensor(tensors, "recv");
-  TORCH_CHECK_VALUE(srcRank >= 0 && srcRank < size_, "distx recv: source rank ", srcRank,
-                    " is outside 0..", size_ - 1);
+  checkPeer(srcRank, rank_, size_, "recv", "source");
   return p2pEngine("recv").recv(t, srcRank, tag, p2pTimeout());
 }
 

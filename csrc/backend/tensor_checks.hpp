@@ -26,12 +26,6 @@ const at::Tensor& singleTensor(const std::vector<at::Tensor>& tensors, const cha
 // Checks every tensor of `ts` matches `ref`'s dtype (TypeError) and numel (ValueError).
 void checkSameTypeAndSize(const std::vector<at::Tensor>& ts, const at::Tensor& ref, const char* op);
 
-// Byte length of each of the P blocks of `t` split along dim 0 by `splits`
-// (empty: equal split), with ValueErrors for splits that do not fit
-// (collectives_alltoall.cpp).
-std::vector<size_t> blockBytes(const at::Tensor& t, const std::vector<int64_t>& splits, int P,
-                               const char* op, const char* which);
-
 struct ReduceSpec {
   ReduceOp op;
   bool preMul = false;

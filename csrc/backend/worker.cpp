@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 
+#include "backend/op_checks.hpp"
 #include "backend/process_group_distx.hpp"
 #include "common/logging.h"
 
@@ -27,7 +28,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupDistx::enqueue(c10d::OpType type, con
                                                           std::vector<at::Tensor> outputs, Job job,
                                                           std::vector<at::Tensor> inputs) {
   std::unique_lock<std::mutex> lock(mu_);
-  TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
+  checkUsable(opName, stopping_);
   const uint64_t seq = ++seq_;
   auto work = c10::make_intrusive<WorkDistx>(rank_, type, seq, profilingTitle(opName),
                                              std::move(outputs), std::move(inputs));

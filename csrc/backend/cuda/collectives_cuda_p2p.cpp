@@ -16,12 +16,6 @@
 namespace distx {
 namespace {
 
-int checkRoot(int64_t root, int size, const char* op) {
-  TORCH_CHECK_VALUE(root >= 0 && root < size, "distx ", op, ": root rank ", root, " is outside 0..",
-                    size - 1);
-  return static_cast<int>(root);
-}
-
 uint8_t* bytePtr(const at::Tensor& t) {
   return static_cast<uint8_t*>(t.data_ptr());
 }
@@ -31,27 +25,13 @@ uint8_t* bytePtr(const at::Tensor& t) {
 c10::intrusive_ptr<c10d::Work> CudaBackend::gather(std::vector<std::vector<at::Tensor>>& outputs,
                                                    std::vector<at::Tensor>& inputs,
                                                    const c10d::GatherOptions& opts) {
-  if (multiHost())
-    return staged(c10d::OpType::GATHER, "gather", inputs, flatten(outputs),
-                  [&](const HostMirror& h) {
-                    auto o = mirrorAll(h, outputs);
-                    auto i = mirrorAll(h, inputs);
-                    return deps_.host->gather(o, i, opts);
-                  });
   const char* op = "gather";
+  if (multiHost())
+    return onHost(c10d::OpType::GATHER, op, inputs, flatten(outputs), &c10d::Backend::gather,
+                  outputs, inputs, opts);
   const at::Tensor& in = singleTensor(inputs, op);
   const int root = checkRoot(opts.rootRank, size_, op);
-  std::vector<at::Tensor> outs;
-  if (rank_ == root) {
-    TORCH_CHECK_VALUE(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == size_, "distx ",
-                      op, ": the root needs one output list of ", size_,
-                      " tensors (the group size)");
-    checkSameTypeAndSize(outputs[0], in, op);
-    outs = outputs[0];
-  } else {
-    TORCH_CHECK_VALUE(outputs.empty() || (outputs.size() == 1 && outputs[0].empty()), "distx ", op,
-                      ": only the root (rank ", root, ") passes an output list");
-  }
+  const std::vector<at::Tensor> outs = rootList(outputs, in, root, rank_, size_, op, "output");
   const int me = rank_;
   return launch(c10d::OpType::GATHER, op, opts.timeout, {in}, outs,
                 [in, outs, root, me](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
@@ -77,27 +57,13 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::gather(std::vector<std::vector<at::T
 c10::intrusive_ptr<c10d::Work> CudaBackend::scatter(std::vector<at::Tensor>& outputs,
                                                     std::vector<std::vector<at::Tensor>>& inputs,
                                                     const c10d::ScatterOptions& opts) {
-  if (multiHost())
-    return staged(c10d::OpType::SCATTER, "scatter", flatten(inputs), outputs,
-                  [&](const HostMirror& h) {
-                    auto o = mirrorAll(h, outputs);
-                    auto i = mirrorAll(h, inputs);
-                    return deps_.host->scatter(o, i, opts);
-                  });
   const char* op = "scatter";
+  if (multiHost())
+    return onHost(c10d::OpType::SCATTER, op, flatten(inputs), outputs, &c10d::Backend::scatter,
+                  outputs, inputs, opts);
   const at::Tensor& out = singleTensor(outputs, op);
   const int root = checkRoot(opts.rootRank, size_, op);
-  std::vector<at::Tensor> ins;
-  if (rank_ == root) {
-    TORCH_CHECK_VALUE(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == size_, "distx ",
-                      op, ": the root needs one input list of ", size_,
-                      " tensors (the group size)");
-    checkSameTypeAndSize(inputs[0], out, op);
-    ins = inputs[0];
-  } else {
-    TORCH_CHECK_VALUE(inputs.empty() || (inputs.size() == 1 && inputs[0].empty()), "distx ", op,
-                      ": only the root (rank ", root, ") passes an input list");
-  }
+  const std::vector<at::Tensor> ins = rootList(inputs, out, root, rank_, size_, op, "input");
   const int me = rank_;
   return launch(c10d::OpType::SCATTER, op, opts.timeout, ins, {out},
                 [ins, out, root, me](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
@@ -127,26 +93,17 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::alltoall_base(at::Tensor& output, at
                                                           std::vector<int64_t>& outputSplitSizes,
                                                           std::vector<int64_t>& inputSplitSizes,
                                                           const c10d::AllToAllOptions& opts) {
-  if (multiHost())
-    return staged(c10d::OpType::ALLTOALL_BASE, "all_to_all_single", {input}, {output},
-                  [&](const HostMirror& h) {
-                    at::Tensor o = h(output), i = h(input);
-                    return deps_.host->alltoall_base(o, i, outputSplitSizes, inputSplitSizes, opts);
-                  });
   const char* op = "all_to_all_single";
-  checkTensor(input, op);
-  checkTensor(output, op);
-  TORCH_CHECK_TYPE(output.scalar_type() == input.scalar_type(), "distx ", op, ": output dtype ",
-                   output.scalar_type(), " differs from input dtype ", input.scalar_type());
-  const std::vector<size_t> sendBytes = blockBytes(input, inputSplitSizes, size_, op, "input");
-  const std::vector<size_t> recvBytes = blockBytes(output, outputSplitSizes, size_, op, "output");
-  TORCH_CHECK_VALUE(sendBytes[rank_] == recvBytes[rank_], "distx ", op, ": rank ", rank_, " sends ",
-                    sendBytes[rank_], " bytes to itself but its output split expects ",
-                    recvBytes[rank_]);
+  if (multiHost())
+    return onHost(c10d::OpType::ALLTOALL_BASE, op, {input}, {output}, &c10d::Backend::alltoall_base,
+                  output, input, outputSplitSizes, inputSplitSizes, opts);
+  const AlltoallBytes bytes =
+      alltoallSingleBytes(output, input, outputSplitSizes, inputSplitSizes, rank_, size_, op);
   const at::Tensor in = input, out = output;
   const int me = rank_;
   return launch(c10d::OpType::ALLTOALL_BASE, op, opts.timeout, {in}, {out},
-                [in, out, sendBytes, recvBytes, me](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
+                [in, out, sendBytes = bytes.send, recvBytes = bytes.recv, me](
+                    nccl::Comm& comm, nccl::Stream s, Deadline dl) {
                   const at::Tensor src = in.is_alias_of(out) ? contiguousCopy(in) : in.contiguous();
                   Contig c(out);
                   size_t so = 0, ro = 0, selfSend = 0, selfRecv = 0;
@@ -177,24 +134,11 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::alltoall_base(at::Tensor& output, at
 c10::intrusive_ptr<c10d::Work> CudaBackend::alltoall(std::vector<at::Tensor>& outputs,
                                                      std::vector<at::Tensor>& inputs,
                                                      const c10d::AllToAllOptions& opts) {
-  if (multiHost())
-    return staged(c10d::OpType::ALLTOALL, "all_to_all", inputs, outputs, [&](const HostMirror& h) {
-      auto o = mirrorAll(h, outputs);
-      auto i = mirrorAll(h, inputs);
-      return deps_.host->alltoall(o, i, opts);
-    });
   const char* op = "all_to_all";
-  TORCH_CHECK_VALUE(
-      static_cast<int>(inputs.size()) == size_ && static_cast<int>(outputs.size()) == size_,
-      "distx ", op, ": expected ", size_, " input and output tensors, got ", inputs.size(), " and ",
-      outputs.size());
-  for (int r = 0; r < size_; ++r) {
-    checkTensor(inputs[r], op);
-    checkTensor(outputs[r], op);
-    TORCH_CHECK_TYPE(inputs[r].scalar_type() == inputs[0].scalar_type() &&
-                         outputs[r].scalar_type() == inputs[0].scalar_type(),
-                     "distx ", op, ": all tensors must have one dtype");
-  }
+  if (multiHost())
+    return onHost(c10d::OpType::ALLTOALL, op, inputs, outputs, &c10d::Backend::alltoall, outputs,
+                  inputs, opts);
+  checkAlltoall(outputs, inputs, rank_, size_, op);
   const std::vector<at::Tensor> ins = inputs, outs = outputs;
   const int me = rank_;
   return launch(c10d::OpType::ALLTOALL, op, opts.timeout, ins, outs,
@@ -211,9 +155,6 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::alltoall(std::vector<at::Tensor>& ou
                     if (n) comm.recv(cs.blocks[r], n, r, s, dl);
                   }
                   comm.groupEnd(dl);
-                  TORCH_CHECK_VALUE(srcs[me].numel() == cs.items[me].buf.numel(), "distx ",
-                                    "all_to_all: rank ", me,
-                                    "'s own input and output differ in size");
                   cs.items[me].buf.copy_(srcs[me].view(cs.items[me].buf.sizes()));
                   cs.writeBack();
                 });
@@ -221,15 +162,11 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::alltoall(std::vector<at::Tensor>& ou
 
 c10::intrusive_ptr<c10d::Work> CudaBackend::send(std::vector<at::Tensor>& tensors, int dstRank,
                                                  int tag) {
-  if (multiHost())
-    return staged(c10d::OpType::SEND, "send", tensors, {}, [&](const HostMirror& h) {
-      auto v = mirrorAll(h, tensors);
-      return deps_.host->send(v, dstRank, tag);
-    });
   const char* op = "send";
+  if (multiHost())
+    return onHost(c10d::OpType::SEND, op, tensors, {}, &c10d::Backend::send, tensors, dstRank, tag);
   const at::Tensor& t = singleTensor(tensors, op);
-  TORCH_CHECK_VALUE(dstRank >= 0 && dstRank < size_ && dstRank != rank_, "distx ", op,
-                    ": destination rank ", dstRank, " is not another rank of 0..", size_ - 1);
+  checkPeer(dstRank, rank_, size_, op, "destination", /*allowSelf=*/false);
   return launch(c10d::OpType::SEND, op, c10d::kUnsetTimeout, {t}, {t},
                 [t, dstRank](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
                   const at::Tensor src = t.contiguous();
@@ -241,15 +178,11 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::send(std::vector<at::Tensor>& tensor
 
 c10::intrusive_ptr<c10d::Work> CudaBackend::recv(std::vector<at::Tensor>& tensors, int srcRank,
                                                  int tag) {
-  if (multiHost())
-    return staged(c10d::OpType::RECV, "recv", {}, tensors, [&](const HostMirror& h) {
-      auto v = mirrorAll(h, tensors);
-      return deps_.host->recv(v, srcRank, tag);
-    });
   const char* op = "recv";
+  if (multiHost())
+    return onHost(c10d::OpType::RECV, op, {}, tensors, &c10d::Backend::recv, tensors, srcRank, tag);
   const at::Tensor& t = singleTensor(tensors, op);
-  TORCH_CHECK_VALUE(srcRank >= 0 && srcRank < size_ && srcRank != rank_, "distx ", op,
-                    ": source rank ", srcRank, " is not another rank of 0..", size_ - 1);
+  checkPeer(srcRank, rank_, size_, op, "source", /*allowSelf=*/false);
   auto work = launch(c10d::OpType::RECV, op, c10d::kUnsetTimeout, {}, {t},
                      [t, srcRank](nccl::Comm& comm, nccl::Stream s, Deadline dl) {
                        Contig c(t);
@@ -265,10 +198,8 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::recv(std::vector<at::Tensor>& tensor
 c10::intrusive_ptr<c10d::Work> CudaBackend::recvAnysource(std::vector<at::Tensor>& tensors,
                                                           int tag) {
   if (multiHost())  // the CPU path can receive from any source
-    return staged(c10d::OpType::RECVANYSOURCE, "recv", {}, tensors, [&](const HostMirror& h) {
-      auto v = mirrorAll(h, tensors);
-      return deps_.host->recvAnysource(v, tag);
-    });
+    return onHost(c10d::OpType::RECVANYSOURCE, "recv", {}, tensors, &c10d::Backend::recvAnysource,
+                  tensors, tag);
   TORCH_CHECK_VALUE(false,
                     "distx recv: receiving CUDA tensors from any source is not supported (NCCL "
                     "needs the source rank); pass src=");

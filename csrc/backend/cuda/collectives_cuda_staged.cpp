@@ -23,18 +23,22 @@
 
 namespace distx {
 
-std::vector<at::Tensor> mirrorAll(const HostMirror& h, const std::vector<at::Tensor>& ts) {
+at::Tensor mirrored(const HostMirror& h, const at::Tensor& t) {
+  return h(t);
+}
+
+std::vector<at::Tensor> mirrored(const HostMirror& h, const std::vector<at::Tensor>& ts) {
   std::vector<at::Tensor> out;
   for (const auto& t : ts)
     out.push_back(h(t));
   return out;
 }
 
-std::vector<std::vector<at::Tensor>> mirrorAll(const HostMirror& h,
-                                               const std::vector<std::vector<at::Tensor>>& ls) {
+std::vector<std::vector<at::Tensor>> mirrored(const HostMirror& h,
+                                              const std::vector<std::vector<at::Tensor>>& ls) {
   std::vector<std::vector<at::Tensor>> out;
   for (const auto& ts : ls)
-    out.push_back(mirrorAll(h, ts));
+    out.push_back(mirrored(h, ts));
   return out;
 }
 
@@ -49,15 +53,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::staged(c10d::OpType type, const char
                                                    const std::vector<at::Tensor>& inputs,
                                                    const std::vector<at::Tensor>& outputs,
                                                    const HostCall& call) {
-  std::vector<at::Tensor> all = inputs;
-  all.insert(all.end(), outputs.begin(), outputs.end());
-  const c10::Device device = commonCudaDevice(all, opName);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    TORCH_CHECK_WITH(DistBackendError, broken_.empty(), "distx ", opName,
-                     ": the process group can no longer run CUDA collectives: ", broken_);
-    TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
-  }
+  const c10::Device device = checkCall(opName, inputs, outputs);
   TORCH_CHECK(deps_.host != nullptr, "distx ", opName, ": no CPU path to stage through");
   c10::intrusive_ptr<WorkCuda> last;
   {

@@ -92,20 +92,22 @@ CudaBackend::DeviceState& CudaBackend::deviceState(c10::Device device, Deadline 
   return st;
 }
 
+c10::Device CudaBackend::checkCall(const char* opName, const std::vector<at::Tensor>& inputs,
+                                   const std::vector<at::Tensor>& outputs) {
+  std::vector<at::Tensor> all = inputs;
+  all.insert(all.end(), outputs.begin(), outputs.end());
+  const c10::Device device = commonCudaDevice(all, opName);
+  std::lock_guard<std::mutex> lock(mu_);
+  checkUsable(opName, stopping_, broken_);
+  return device;
+}
+
 c10::intrusive_ptr<WorkCuda> CudaBackend::launch(c10d::OpType type, const char* opName,
                                                  std::chrono::milliseconds timeout,
                                                  const std::vector<at::Tensor>& inputs,
                                                  const std::vector<at::Tensor>& outputs,
                                                  const Body& body) {
-  std::vector<at::Tensor> all = inputs;
-  all.insert(all.end(), outputs.begin(), outputs.end());
-  const c10::Device device = commonCudaDevice(all, opName);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    TORCH_CHECK_WITH(DistBackendError, broken_.empty(), "distx ", opName,
-                     ": the process group can no longer run CUDA collectives: ", broken_);
-    TORCH_CHECK(!stopping_, "distx ", opName, ": the process group was shut down or aborted");
-  }
+  const c10::Device device = checkCall(opName, inputs, outputs);
   const uint64_t seq = deps_.nextSeq();
   const std::chrono::milliseconds limit =
       timeout == c10d::kUnsetTimeout ? deps_.timeout() : timeout;
@@ -124,9 +126,11 @@ c10::intrusive_ptr<WorkCuda> CudaBackend::launch(c10d::OpType type, const char* 
   ready.record(c10::cuda::getCurrentCUDAStream(device.index()));
   ready.block(st->stream);
   // 4. the allocator must not reuse these before the internal stream is done
-  for (const auto& t : all) {
-    if (t.storage().data_ptr().get() != nullptr)
-      c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), st->stream);
+  for (const auto* list : {&inputs, &outputs}) {
+    for (const auto& t : *list) {
+      if (t.storage().data_ptr().get() != nullptr)
+        c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), st->stream);
+    }
   }
   auto work = c10::make_intrusive<WorkCuda>(rank_, type, seq, profilingTitle(opName), outputs,
                                             inputs, device);

@@ -40,20 +40,29 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <tuple>
 
+#include "backend/backend_overrides.hpp"
 #include "backend/compressor.hpp"
 #include "backend/cuda/work_cuda.hpp"
 #include "backend/device_dispatch.hpp"
-#include "backend/tensor_checks.hpp"
+#include "backend/op_checks.hpp"
 #include "transport/nccl/nccl_comm.h"
 
 namespace distx {
 
 // Note [Multi-host CUDA]: gives the pinned host copy of a CUDA tensor.
 using HostMirror = std::function<at::Tensor(const at::Tensor&)>;
-std::vector<at::Tensor> mirrorAll(const HostMirror& h, const std::vector<at::Tensor>& ts);
-std::vector<std::vector<at::Tensor>> mirrorAll(const HostMirror& h,
-                                               const std::vector<std::vector<at::Tensor>>& ls);
+// A staged op's argument on the host: every tensor mirrored, anything else
+// (options, split sizes, ranks, tags) as it is.
+at::Tensor mirrored(const HostMirror& h, const at::Tensor& t);
+std::vector<at::Tensor> mirrored(const HostMirror& h, const std::vector<at::Tensor>& ts);
+std::vector<std::vector<at::Tensor>> mirrored(const HostMirror& h,
+                                              const std::vector<std::vector<at::Tensor>>& ls);
+template <typename T>
+const T& mirrored(const HostMirror&, const T& v) {
+  return v;
+}
 std::vector<at::Tensor> flatten(const std::vector<std::vector<at::Tensor>>& ls);
 
 class CudaBackend final : public c10d::Backend {
@@ -63,53 +72,10 @@ class CudaBackend final : public c10d::Backend {
 
   const std::string getBackendName() const override { return "distx"; }
 
-  // collectives_cuda.cpp
-  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
-                                           const c10d::BroadcastOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
-                                           const c10d::AllreduceOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(
-      std::vector<at::Tensor>& tensors, const c10d::AllreduceCoalescedOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> reduce(std::vector<at::Tensor>& tensors,
-                                        const c10d::ReduceOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
-                                           std::vector<at::Tensor>& inputs,
-                                           const c10d::AllgatherOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
-                                                 const c10d::AllgatherOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> allgather_coalesced(
-      std::vector<std::vector<at::Tensor>>& outputLists, std::vector<at::Tensor>& inputs,
-      const c10d::AllgatherOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> allgather_into_tensor_coalesced(
-      std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
-      const c10d::AllgatherOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& outputs,
-                                                std::vector<std::vector<at::Tensor>>& inputs,
-                                                const c10d::ReduceScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(
-      at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> reduce_scatter_tensor_coalesced(
-      std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
-      const c10d::ReduceScatterOptions& opts) override;
-  // collectives_cuda_p2p.cpp: NCCL send/recv groups
-  c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs,
-                                        std::vector<at::Tensor>& inputs,
-                                        const c10d::GatherOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs,
-                                         std::vector<std::vector<at::Tensor>>& inputs,
-                                         const c10d::ScatterOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output, at::Tensor& input,
-                                               std::vector<int64_t>& outputSplitSizes,
-                                               std::vector<int64_t>& inputSplitSizes,
-                                               const c10d::AllToAllOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs,
-                                          std::vector<at::Tensor>& inputs,
-                                          const c10d::AllToAllOptions& opts) override;
-  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank,
-                                      int tag) override;
-  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank,
-                                      int tag) override;
-  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
+  // The ops both halves serve (backend_overrides.hpp), defined in
+  // collectives_cuda.cpp (NCCL collectives) and collectives_cuda_p2p.cpp
+  // (gather, scatter, the all-to-alls and send/recv, from NCCL send/recv).
+  DISTX_BACKEND_OVERRIDES();
 
   // Aborts every communicator (pending ops fail) and stops the watchdog.
   void shutdown() override;
@@ -124,6 +90,10 @@ class CudaBackend final : public c10d::Backend {
   // the body runs) and the op's deadline.
   using Body = std::function<void(nccl::Comm&, nccl::Stream, Deadline)>;
 
+  // Note [CUDA path] step 1: the one CUDA device of the op's tensors, once
+  // the group is still usable (checkUsable, op_checks.hpp).
+  c10::Device checkCall(const char* opName, const std::vector<at::Tensor>& inputs,
+                        const std::vector<at::Tensor>& outputs);
   // Note [CUDA path] steps 1-6. `inputs` and `outputs` are every tensor the
   // op touches (for the device check and recordStream); `outputs` are the
   // Work's result.
@@ -149,10 +119,6 @@ class CudaBackend final : public c10d::Backend {
   void runHierarchicalAllreduce(CollectiveContext& ctx, nccl::Comm& comm, nccl::Stream stream,
                                 const at::Tensor& t, const ReduceSpec& spec, bool compress,
                                 BucketKey key);
-  // The inter-node stage over UCX, in place on `shard`: dense or compressed,
-  // direct or staged (Note [CUDA-aware rail]).
-  void railStage(CollectiveContext& rail, at::Tensor& shard, ReduceOp op, bool compress,
-                 BucketKey key);
   // Worker thread: whether the rail hands device pointers to UCX, agreed by
   // every rank of the group at the first multi-host all-reduce (on ctx).
   bool railDirect(CollectiveContext& ctx);
@@ -160,6 +126,18 @@ class CudaBackend final : public c10d::Backend {
                                         const std::vector<at::Tensor>& inputs,
                                         const std::vector<at::Tensor>& outputs,
                                         const HostCall& call);
+  // staged() with the CPU path's override `fn` of the same op (e.g.
+  // &c10d::Backend::gather) as the call, on `args` mirrored.
+  template <typename Fn, typename... Args>
+  c10::intrusive_ptr<c10d::Work> onHost(c10d::OpType type, const char* opName,
+                                        const std::vector<at::Tensor>& inputs,
+                                        const std::vector<at::Tensor>& outputs, Fn fn,
+                                        Args&... args) {
+    return staged(type, opName, inputs, outputs, [&](const HostMirror& h) {
+      auto host = std::make_tuple(mirrored(h, args)...);
+      return std::apply([&](auto&... a) { return (deps_.host->*fn)(a...); }, host);
+    });
+  }
   std::string prefix(const char* opName, uint64_t seq) const;
   void watchdogLoop();
   // Aborts every communicator and fails every pending Work (first reason wins).
