@@ -280,6 +280,20 @@ void alltoallPairwise(CollectiveContext& ctx, const std::vector<const void*>& se
                       const std::vector<size_t>& sendBytes, const std::vector<void*>& recv,
                       const std::vector<size_t>& recvBytes);
 
+// allreduce_rail_direct.cpp: pairwise scatter: segment p of `src` (seg,
+// elements of `elem` bytes) goes to rank p, which receives it into slot q
+// (maxSeg elements) of its `dst` for each sender q; this rank's own segment
+// is not copied. One message per peer, slot kScatterSegmentsSlot (above every
+// slot of a ring all-gather that follows on the same context). Returns once
+// every receive is in; the sends too unless `inFlight` takes them (entry p
+// for peer p: the caller waits for them before src changes).
+constexpr uint64_t kScatterSegmentsSlot = tag::kMaxSlots - 1;
+void scatterSegments(CollectiveContext& ctx, const void* src, void* dst, const Segments& seg,
+                     size_t maxSeg, size_t elem, std::vector<RequestPtr>* inFlight = nullptr);
+
+// The device-neutral hierarchical all-reduce, its rail stages and the
+// kernels they run on: hierarchical_device.h (Note [Device kernels]).
+
 // broadcast_tree.cpp: binomial tree from `root`, chunk-pipelined.
 void broadcastTree(CollectiveContext& ctx, void* data, size_t bytes, int root);
 

@@ -20,137 +20,116 @@
 // (the chosen dense algorithm; counted as fallbackNonFinite). A NaN gradient
 // therefore ends exactly as a dense all-reduce would leave it.
 //
+// Devices (Note [Device kernels]): the same schedule on any DeviceKernels:
+// host memory on the CPU path, the GPU shard of the CUDA path's rail stage
+// (Note [GPU compression]), where the codes cross to the transport directly
+// or through host twins (Note [CUDA-aware rail]): the same messages in both
+// modes. The dense redo is the caller's (CompressedRun::dense).
+//
 // Cost: each rank sends (n - seg(r))·2 + (P-1)·maxSeg·2 bytes, about
 // 4(P-1)/P·n, half of the dense ring's 8(P-1)/P·n; latency 1 + (P-1) steps.
+// Staged, plus device-host copies of the codes: n·2 out, P·maxSeg·2 in, then
+// maxSeg·2 out and P·maxSeg·2 in.
 #include <chrono>
-#include <cstring>
 #include <vector>
 
 #include "algorithms/compressed.h"
-#include "algorithms/select.h"
-#include "common/reduce.h"
-#include "compression/cast.h"
 
 namespace distx {
 namespace {
 
-struct CastKernels {
-  size_t (*encode)(const float*, uint16_t*, size_t, float, const compression::Parallel&);
-  void (*decode)(const uint16_t*, float*, size_t, float, const compression::Parallel&);
-  size_t (*countNonFinite)(const uint16_t*, size_t, const compression::Parallel&);
-};
-
-CastKernels kernelsFor(compression::Method m) {
-  if (m == compression::Method::kFp16)
-    return {compression::encodeFp16, compression::decodeFp16, compression::countNonFiniteFp16};
-  DISTX_CHECK(m == compression::Method::kBf16, InvalidArgument,
-              "compressed cast all-reduce: method ", compression::methodName(m), " is not a cast");
-  return {compression::encodeBf16, compression::decodeBf16, compression::countNonFiniteBf16};
+uint64_t since(Clock::time_point t0) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
 }
 
-// One slot for the scatter's single message per peer, far above the slots the
-// ring all-gather that follows uses (0 .. steps * chunks).
-constexpr uint64_t kScatterSlot = tag::kMaxSlots - 1;
+size_t roundUp16(size_t v) {
+  return (v + 15) & ~size_t{15};
+}
 
 }  // namespace
 
 void allreduceCompressedCast(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
-                             const CompressSpec& spec, CompressionCounters& counters) {
+                             compression::Method cast, const CompressedRun& run) {
   DISTX_CHECK(op == ReduceOp::kSum || op == ReduceOp::kAvg, InvalidArgument,
               "compressed all-reduce: op ", reduceOpName(op), " is not SUM or AVG");
-  const CastKernels k = kernelsFor(spec.method);
-  const compression::Parallel& par = spec.par ? *spec.par : compression::defaultParallel();
+  compression::checkCast(cast);
+  DeviceKernels& k = run.kernels;
+  CompressionCounters& counters = run.counters;
   const int P = ctx.size(), r = ctx.rank();
   counters.calls.fetch_add(1, std::memory_order_relaxed);
-  counters.inputBytes.fetch_add(count * spec.denseElemBytes, std::memory_order_relaxed);
-  counters.denseBytes.fetch_add(denseRingBytes(count, spec.denseElemBytes, P, r),
+  counters.inputBytes.fetch_add(count * run.denseElemBytes, std::memory_order_relaxed);
+  counters.denseBytes.fetch_add(denseRingBytes(count, run.denseElemBytes, P, r),
                                 std::memory_order_relaxed);
   if (P == 1 || count == 0) return;
 
-  using Ns = std::chrono::nanoseconds;
-  auto elapsed = [](Clock::time_point t0) {
-    return static_cast<uint64_t>(std::chrono::duration_cast<Ns>(Clock::now() - t0).count());
-  };
   const Segments seg{count, P};
-  const size_t maxSeg = seg.size(0);
+  const size_t maxSeg = seg.size(0), mine = seg.size(r);
   // Scratch: own[count] | in[P][maxSeg] | out[P][maxSeg] (uint16), acc | tmp (float).
-  const size_t u16 = count + 2 * static_cast<size_t>(P) * maxSeg;
-  const size_t bytes = u16 * 2 + 2 * maxSeg * sizeof(float) + sizeof(float);
-  std::vector<uint8_t> owned;
-  uint8_t* base = ctx.scratchBytes(bytes);
-  if (!base) {
-    owned.resize(bytes);
-    base = owned.data();
-  }
-  auto* own = reinterpret_cast<uint16_t*>(base);
+  const size_t codes = count + 2 * static_cast<size_t>(P) * maxSeg;
+  const size_t floats = roundUp16(codes * 2);
+  DeviceBuffer scratch = k.alloc(floats + 2 * maxSeg * sizeof(float));
+  auto* own = scratch.as<uint16_t>();
   uint16_t* in = own + count;
   uint16_t* out = in + static_cast<size_t>(P) * maxSeg;
-  // float32 area, aligned to 4 bytes.
-  auto* acc = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(out + P * maxSeg) + 3) & ~3ull);
+  auto* acc = reinterpret_cast<float*>(scratch.bytes() + floats);
   float* tmp = acc + maxSeg;
+  const bool timed = k.synchronous();  // else the kernels are still running
 
+  // 1. encode every rank's whole input once.
   auto t0 = Clock::now();
-  k.encode(data, own, count, 1.0f, par);
-  uint64_t codec = elapsed(t0);
+  k.encode16(cast, data, own, count, 1.0f);
+  uint64_t codec = timed ? since(t0) : 0;
 
   // 2. scatter: segment p of every rank's copy to rank p.
-  const size_t mine = seg.size(r);
-  std::vector<RequestPtr> recvs(P), sends(P);
-  for (int s = 1; s < P; ++s) {
-    const int from = mod(r - s, P);
-    recvs[from] = ctx.recv(from, kScatterSlot, in + from * maxSeg, mine * 2);
-  }
-  for (int s = 1; s < P; ++s) {
-    const int to = mod(r + s, P);
-    sends[to] = ctx.send(to, kScatterSlot, own + seg.offset(to), seg.size(to) * 2);
-  }
-  std::memcpy(in + r * maxSeg, own + seg.offset(r), mine * 2);
+  WireBuffer ownWire(k, own, count * 2), inWire(k, in, P * maxSeg * 2);
+  ownWire.out();
+  std::vector<RequestPtr> sends;  // waited for after the reduction, as the CPU path always did
+  scatterSegments(ctx, ownWire.wire(), inWire.wire(), seg, maxSeg, 2, &sends);
+  inWire.in();
+  k.copy(in + r * maxSeg, own + seg.offset(r), mine * 2);
   uint64_t wire = (count - mine) * 2;
-  for (int p = 0; p < P; ++p) {
-    if (p == r) continue;
-    ctx.wait(*recvs[p], "recv from", p);
-    DISTX_CHECK(!receivedSizeMismatch(*recvs[p], mine * 2), InvalidArgument,
-                "compressed all-reduce: rank ", p, " sent ", recvs[p]->receivedBytes(),
-                " bytes for segment ", r, ", expected ", mine * 2,
-                " (the ranks disagree on the element count)");
-  }
 
   // 3. reduce the own segment in float32, rank order; cast once.
   t0 = Clock::now();
-  k.decode(in, acc, mine, 1.0f, par);
+  k.decode16(cast, in, acc, mine);
   for (int p = 1; p < P; ++p) {
-    k.decode(in + p * maxSeg, tmp, mine, 1.0f, par);
-    reduceInto(acc, tmp, mine, DType::kFloat32, ReduceOp::kSum);
+    k.decode16(cast, in + p * maxSeg, tmp, mine);
+    k.reduce(acc, tmp, mine, DType::kFloat32, ReduceOp::kSum);
   }
   const float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(P) : 1.0f;
-  k.encode(acc, out + r * maxSeg, mine, scale, par);
-  if (mine < maxSeg) std::memset(out + r * maxSeg + mine, 0, (maxSeg - mine) * 2);
-  codec += elapsed(t0);
+  k.encode16(cast, acc, out + r * maxSeg, mine, scale);
+  k.zero(out + r * maxSeg + mine, (maxSeg - mine) * 2);
+  if (timed) codec += since(t0);
   for (int p = 0; p < P; ++p) {
     if (p != r) ctx.wait(*sends[p], "send to", p);
   }
 
-  // 4. all-gather the reduced segments.
+  // 4. all-gather the reduced segments; decode unless a code is NaN/inf.
+  WireBuffer outWire(k, out, P * maxSeg * 2);
+  outWire.out(r * maxSeg * 2, maxSeg * 2);
   std::vector<void*> blocks(P);
   for (int p = 0; p < P; ++p)
-    blocks[p] = out + p * maxSeg;
+    blocks[p] = outWire.wire() + p * maxSeg * 2;
   allgatherRing(ctx, blocks, maxSeg * 2);
+  outWire.in();
   wire += static_cast<uint64_t>(P - 1) * maxSeg * 2;
 
   t0 = Clock::now();
-  size_t nonFinite = 0;
+  std::vector<CodeRun> runs(P);
   for (int p = 0; p < P; ++p)
-    nonFinite += k.countNonFinite(out + p * maxSeg, seg.size(p), par);
+    runs[p] = {out + p * maxSeg, seg.size(p)};
+  const size_t nonFinite = k.countNonFinite16(cast, runs);  // waits: every rank decides alike
   if (nonFinite == 0) {
     for (int p = 0; p < P; ++p)
-      k.decode(out + p * maxSeg, data + seg.offset(p), seg.size(p), 1.0f, par);
+      k.decode16(cast, out + p * maxSeg, data + seg.offset(p), seg.size(p));
   }
-  codec += elapsed(t0);
+  if (timed) codec += since(t0);
   counters.codecNanos.fetch_add(codec, std::memory_order_relaxed);
   if (nonFinite > 0) {  // every rank saw the same payload: all take this branch
     counters.fallbackNonFinite.fetch_add(1, std::memory_order_relaxed);
-    const auto dense = selectAllreduce(count * sizeof(float), P, "");
-    dense.fn(ctx, data, count, DType::kFloat32, op);
+    scratch.reset();  // may share the context's scratch with the dense algorithm
+    run.dense(ctx, data, count, DType::kFloat32, op);
     wire += denseRingBytes(count, sizeof(float), P, r);
   }
   counters.wireBytes.fetch_add(wire, std::memory_order_relaxed);

@@ -14,72 +14,77 @@
 // and fallbackDensity counts it. Residual state belongs to the caller (one per
 // group and bucket); a residual of another size is reset to zeros.
 //
-// Cost: P-1 latency steps, (P-1)·8k bytes sent per rank.
+// Devices (Note [Device kernels]): the same schedule on any DeviceKernels:
+// host memory on the CPU path, the GPU shard of the CUDA path's rail stage
+// with the residual on the device (Note [GPU compression]); the pairs cross
+// to the transport directly or through a host twin (Note [CUDA-aware rail]),
+// the same messages in both modes. The dense fallback is the caller's
+// (CompressedRun::dense).
+//
+// Cost: P-1 latency steps, (P-1)·8k bytes sent per rank (staged, plus 8k
+// bytes out and P·8k in across the device-host link).
 #include <chrono>
 #include <vector>
 
 #include "algorithms/compressed.h"
-#include "algorithms/select.h"
-#include "common/reduce.h"
 #include "compression/topk.h"
 
 namespace distx {
+namespace {
+
+uint64_t since(Clock::time_point t0) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+}
+
+}  // namespace
 
 void allreduceCompressedTopK(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
-                             const CompressSpec& spec, compression::TensorState* state,
-                             CompressionCounters& counters) {
+                             double ratio, const CompressedRun& run) {
   DISTX_CHECK(op == ReduceOp::kSum || op == ReduceOp::kAvg, InvalidArgument,
               "compressed all-reduce: op ", reduceOpName(op), " is not SUM or AVG");
-  const compression::Parallel& par = spec.par ? *spec.par : compression::defaultParallel();
+  DeviceKernels& kn = run.kernels;
+  CompressionCounters& counters = run.counters;
   const int P = ctx.size(), r = ctx.rank();
   counters.calls.fetch_add(1, std::memory_order_relaxed);
-  counters.inputBytes.fetch_add(count * spec.denseElemBytes, std::memory_order_relaxed);
-  counters.denseBytes.fetch_add(denseRingBytes(count, spec.denseElemBytes, P, r),
+  counters.inputBytes.fetch_add(count * run.denseElemBytes, std::memory_order_relaxed);
+  counters.denseBytes.fetch_add(denseRingBytes(count, run.denseElemBytes, P, r),
                                 std::memory_order_relaxed);
   if (P == 1 || count == 0) return;
-  const size_t k = compression::topkCount(count, spec.ratio);
-  float* residual = nullptr;
-  if (spec.errorFeedback && state) {
-    if (state->residual.size() != count) state->residual.assign(count, 0.0f);
-    residual = state->residual.data();
-  }
+  const size_t k = compression::topkCount(count, ratio);
+  float* residual = run.residual ? run.residual(count) : nullptr;
 
   if (k * static_cast<size_t>(P) >= count) {
     counters.fallbackDensity.fetch_add(1, std::memory_order_relaxed);
     if (residual) {  // send what was held back, then start afresh
-      reduceInto(data, residual, count, DType::kFloat32, ReduceOp::kSum);
-      state->residual.assign(count, 0.0f);
+      kn.reduce(data, residual, count, DType::kFloat32, ReduceOp::kSum);
+      kn.zero(residual, count * sizeof(float));
     }
-    const auto dense = selectAllreduce(count * sizeof(float), P, "");
-    dense.fn(ctx, data, count, DType::kFloat32, op);
+    run.dense(ctx, data, count, DType::kFloat32, op);
     counters.wireBytes.fetch_add(denseRingBytes(count, sizeof(float), P, r),
                                  std::memory_order_relaxed);
     return;
   }
 
   const size_t block = compression::topkPayloadBytes(k);
-  std::vector<uint8_t> owned;
-  uint8_t* base = ctx.scratchBytes(block * P);
-  if (!base) {
-    owned.resize(block * P);
-    base = owned.data();
-  }
+  DeviceBuffer pairs = kn.alloc(block * P);
+  const bool timed = kn.synchronous();  // else the kernels are still running
+  auto t0 = Clock::now();
+  kn.encodeTopK(data, residual, count, k, reinterpret_cast<int32_t*>(pairs.bytes() + r * block));
+  uint64_t codec = timed ? since(t0) : 0;
+
+  WireBuffer pairsWire(kn, pairs.bytes(), block * P);
+  pairsWire.out(r * block, block);
   std::vector<void*> blocks(P);
   for (int p = 0; p < P; ++p)
-    blocks[p] = base + p * block;
-
-  using Ns = std::chrono::nanoseconds;
-  auto t0 = Clock::now();
-  compression::encodeTopK(data, residual, count, k, 1.0f, static_cast<int32_t*>(blocks[r]), par);
-  uint64_t codec = std::chrono::duration_cast<Ns>(Clock::now() - t0).count();
-
+    blocks[p] = pairsWire.wire() + p * block;
   allgatherRing(ctx, blocks, block);
+  pairsWire.in();
 
   t0 = Clock::now();
   const float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(P) : 1.0f;
-  compression::decodeTopK(reinterpret_cast<const int32_t*>(base), k * P, count, scale, data,
-                          /*accumulate=*/false, par);
-  codec += std::chrono::duration_cast<Ns>(Clock::now() - t0).count();
+  kn.decodeTopK(pairs.as<int32_t>(), P, k, count, scale, data);
+  if (timed) codec += since(t0);
   counters.codecNanos.fetch_add(codec, std::memory_order_relaxed);
   counters.wireBytes.fetch_add(static_cast<uint64_t>(P - 1) * block, std::memory_order_relaxed);
 }

@@ -13,20 +13,40 @@ uint64_t denseRingBytes(size_t count, size_t elem, int P, int r) {
 }
 
 void allreduceCompressed(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
-                         const CompressSpec& spec, compression::TensorState* state,
-                         CompressionCounters& counters) {
+                         const CompressSpec& spec, const CompressedRun& run) {
   switch (spec.method) {
     case compression::Method::kFp16:
     case compression::Method::kBf16:
-      allreduceCompressedCast(ctx, data, count, op, spec, counters);
+      allreduceCompressedCast(ctx, data, count, op, spec.method, run);
       return;
     case compression::Method::kTopK:
-      allreduceCompressedTopK(ctx, data, count, op, spec, state, counters);
+      allreduceCompressedTopK(ctx, data, count, op, spec.ratio, run);
       return;
     case compression::Method::kNone:
       break;
   }
   throw InvalidArgument("compressed all-reduce called with compression off");
+}
+
+void allreduceCompressed(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
+                         const CompressSpec& spec, compression::TensorState* state,
+                         CompressionCounters& counters) {
+  CpuKernelsOptions options;
+  options.par = spec.par;
+  options.arena = ctx.scratch;
+  CpuKernels kernels(options);
+  const RailAllreduceFn dense = [](CollectiveContext& c, void* d, size_t n, DType dt, ReduceOp o) {
+    selectAllreduce(n * dtypeSize(dt), c.size(), "").fn(c, d, n, dt, o);
+  };
+  ResidualFn residual;
+  if (spec.errorFeedback && state) {
+    residual = [state](size_t n) {
+      if (state->residual.size() != n) state->residual.assign(n, 0.0f);
+      return state->residual.data();
+    };
+  }
+  allreduceCompressed(ctx, data, count, op, spec,
+                      CompressedRun{kernels, counters, dense, spec.denseElemBytes, residual});
 }
 
 void allreduceCompressedGroup(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,

@@ -11,8 +11,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "algorithms/algorithm.h"
+#include "algorithms/device_kernels.h"
 #include "compression/codec.h"
 #include "compression/config.h"
 #include "compression/parallel.h"
@@ -43,18 +45,39 @@ struct CompressSpec {
 // Bytes rank `r` sends in a dense ring all-reduce of `count` elements of `elem` bytes.
 uint64_t denseRingBytes(size_t count, size_t elem, int P, int r);
 
+// Note [Device kernels]: the compressed all-reduces are written once, against
+// DeviceKernels, and serve host memory (CpuKernels, the functions below that
+// take no kernels) and the CUDA path's rail stage (Note [GPU compression]).
+// residual(count): this rank's error-feedback residual of `count` floats in
+// the kernels' memory, zeros when new or of another size; empty = no feedback.
+using ResidualFn = std::function<float*(size_t count)>;
+struct CompressedRun {
+  DeviceKernels& kernels;
+  CompressionCounters& counters;
+  // The dense all-reduce the fallbacks run on the same context (float32, the
+  // caller's op): the flat rules on the CPU, the dense rail on a device.
+  RailAllreduceFn dense;
+  size_t denseElemBytes = 4;  // element size of the caller's tensor (dense byte counts)
+  ResidualFn residual;        // top-k only
+};
+
 // allreduce_compressed_cast.cpp: fp16/bf16 on the wire, float32 accumulation.
-// In place over data[count]; op is kSum or kAvg (divides by ctx.size()).
+// In place over data[count] (kernels' memory); `cast` is kFp16 or kBf16
+// (InvalidArgument otherwise); op is kSum or kAvg (divides by ctx.size()).
 void allreduceCompressedCast(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
-                             const CompressSpec& spec, CompressionCounters& counters);
+                             compression::Method cast, const CompressedRun& run);
 
-// allreduce_compressed_topk.cpp: (index, value) all-gather, rank-order sum;
-// `state` holds this rank's error-feedback residual (may be null: no feedback).
+// allreduce_compressed_topk.cpp: (index, value) all-gather, rank-order sum,
+// k = topkCount(count, ratio), with run.residual's error feedback.
 void allreduceCompressedTopK(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
-                             const CompressSpec& spec, compression::TensorState* state,
-                             CompressionCounters& counters);
+                             double ratio, const CompressedRun& run);
 
-// One compressed all-reduce over ctx, dispatched on spec.method.
+// One compressed all-reduce over ctx, dispatched on spec.method: the one
+// choice of compressed algorithm, for every device.
+void allreduceCompressed(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
+                         const CompressSpec& spec, const CompressedRun& run);
+// The same in host memory: CpuKernels over spec.par and ctx.scratch, the flat
+// rules as the dense fallback, `state` (may be null) as the top-k residual.
 void allreduceCompressed(CollectiveContext& ctx, float* data, size_t count, ReduceOp op,
                          const CompressSpec& spec, compression::TensorState* state,
                          CompressionCounters& counters);
