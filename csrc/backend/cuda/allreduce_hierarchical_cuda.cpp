@@ -1,23 +1,12 @@
-// Hierarchical all-reduce of CUDA tensors across hosts (Note [Multi-host CUDA]).
-//
-// Schedule, n elements, g ranks on each of N hosts (uniform), rank at local
-// rank l:
-//   1. intra   NCCL reduce-scatter over the host's communicator: local rank l
-//              owns shard l (n/g elements, the tensor zero-padded to g shards);
-//   2. inter   the shards of local rank l on every host form rail l; they are
-//              all-reduced over UCX on a context narrowed to the rail: through
-//              a pinned host copy with the flat size rules of select.cpp, or,
-//              where every rank's UCX takes CUDA memory, straight from device
-//              memory with the reduction on the GPU (Note [CUDA-aware rail]);
-//              with the group's compression switch on, the CUDA codecs
-//              compress this stage only (Note [GPU compression]);
-//   3. intra   NCCL all-gather of the shards back into the whole tensor.
-// AVG runs as SUM and divides once at the end (integer AVG truncates, as the
-// CPU path). PREMUL_SUM scales before stage 1.
-// Invariant: every rank ends with bit-identical results: stage 2 leaves every
-// rank of a rail the same bytes, and stage 3 only copies.
-// Cost per rank: intra 2(g-1)/g·N bytes over NCCL; inter 2(N-1)/N·n/g elements
-// over UCX plus one device-to-host and one host-to-device copy of n/g.
+// Hierarchical all-reduce of CUDA tensors across hosts (Note [Multi-host
+// CUDA]): NCCL reduce-scatter inside the host, a UCX rail across hosts, NCCL
+// all-gather. The schedule, its invariant and its cost are device-neutral and
+// live in algorithms/allreduce_hierarchical_device.cpp (Note [Device
+// kernels]), where the C++ tests run it with the CPU kernels; this file gives
+// it what is CUDA: the internal stream and the caller's event, the CUDA
+// kernels and NCCL intra-node stages (rail_cuda.hpp), the DISTX_UCX_CUDA
+// agreement (Note [CUDA-aware rail]), the compression gate's residual (Note
+// [GPU compression]), and the Work.
 //
 // It runs as a job on the group's worker thread (in issue order with every
 // other op of the group), so every rank issues its host communicator's NCCL
@@ -30,6 +19,7 @@
 
 #include <mutex>
 
+#include "algorithms/hierarchical_device.h"
 #include "backend/contig.hpp"
 #include "backend/cuda/cuda_backend.hpp"
 #include "backend/cuda/rail_cuda.hpp"
@@ -38,13 +28,6 @@
 #include "common/logging.h"
 
 namespace distx {
-namespace {
-
-// Tag phase of the inter-node stage (Note [Narrowed context]); the NCCL stages
-// send nothing over UCX.
-constexpr uint32_t kRailPhase = 1;
-
-}  // namespace
 
 bool CudaBackend::railDirect(CollectiveContext& ctx) {
   if (railDirect_ >= 0) return railDirect_ == 1;
@@ -73,72 +56,26 @@ bool CudaBackend::railDirect(CollectiveContext& ctx) {
 void CudaBackend::runHierarchicalAllreduce(CollectiveContext& ctx, nccl::Comm& comm,
                                            nccl::Stream stream, const at::Tensor& t,
                                            const ReduceSpec& spec, bool compress, BucketKey key) {
-  const Topology topo = contextTopology(ctx);
-  const int me = ctx.rank();
-  const int g = topo.localSize(me);
-  const int P = ctx.size();
-  const ReduceOp op = spec.op == ReduceOp::kAvg ? ReduceOp::kSum : spec.op;
   Contig c(t);
   at::Tensor flat = c.buf.view({-1});
   if (spec.preMul) flat.mul_(spec.factor);
   const DType dt = toDType(flat.scalar_type(), "all_reduce");
-  const int64_t n = flat.numel();
-  const int64_t shard = (n + g - 1) / g;
-  at::Tensor padded =
-      shard * g == n ? flat : at::cat({flat, at::zeros({shard * g - n}, flat.options())});
-  at::Tensor mine = g > 1 ? at::empty({shard}, flat.options()) : padded;
-  if (g > 1 && shard > 0) {
-    comm.reduceScatter(padded.data_ptr(), mine.data_ptr(), static_cast<size_t>(shard), dt, op,
-                       stream, ctx.deadline);
+  // The internal stream is current (the job's CUDAStreamGuard); NCCL runs on it too.
+  CudaKernels kernels(flat.device(), c10::cuda::getCurrentCUDAStream(flat.device().index()),
+                      railDirect_ == 1);
+  NcclIntraNode intra(comm, stream, ctx.deadline);
+  CompressSpec cs;
+  DeviceRail rail;
+  if (compress) {
+    Compressor& cp = *deps_.compressor;
+    cs.method = cp.config().method;
+    cs.ratio = cp.config().ratio;
+    cs.errorFeedback = cp.config().errorFeedback;
+    rail = DeviceRail{&cs, &cp.mutableCounters(), deviceResidualFn(cp, key, flat.device())};
   }
-  CollectiveContext rail = ctx.narrow(topo.rail(topo.localRank(me)), kRailPhase);
-  railStage(rail, mine, op, compress, key);
-  if (g > 1 && shard > 0) {
-    comm.allGather(mine.data_ptr(), padded.data_ptr(), static_cast<size_t>(shard), dt, stream,
-                   ctx.deadline);
-  }
-  if (!padded.is_same(flat)) flat.copy_(padded.narrow(0, 0, n));
-  if (spec.op == ReduceOp::kAvg) {
-    if (at::isFloatingType(flat.scalar_type()) || at::isComplexType(flat.scalar_type())) {
-      flat.div_(P);
-    } else {
-      flat.copy_(at::div(flat, P, "trunc"));
-    }
-  }
+  allreduceHierarchicalDevice(ctx, kernels, intra, flat.data_ptr(),
+                              static_cast<size_t>(flat.numel()), dt, spec.op, rail);
   c.writeBack();
-}
-
-void CudaBackend::railStage(CollectiveContext& rail, at::Tensor& shard, ReduceOp op, bool compress,
-                            BucketKey key) {
-  const RailWire wire(railDirect_ == 1, c10::cuda::getCurrentCUDAStream(shard.device().index()));
-  const DenseRailFn dense = [&wire](CollectiveContext& c, at::Tensor& x, ReduceOp o) {
-    if (wire.direct()) {
-      railDenseDirect(c, x, o, wire);
-      return;
-    }
-    // Pinned host copy: the device-to-host copy waits for the earlier stages
-    // on the internal stream (current here) and completes before UCX reads.
-    at::Tensor host = wire.twin(x);
-    host.copy_(x);
-    defaultRailAllreduce(c, host.data_ptr(), static_cast<size_t>(host.numel()),
-                         toDType(host.scalar_type(), "all_reduce"), o);
-    x.copy_(host, /*non_blocking=*/true);
-  };
-  if (!compress) {
-    dense(rail, shard, op);
-    return;
-  }
-  Compressor& cp = *deps_.compressor;
-  const compression::Config& cfg = cp.config();
-  at::Tensor f = shard.scalar_type() == at::kFloat ? shard : shard.to(at::kFloat);
-  if (cfg.method == compression::Method::kTopK) {
-    railCompressedTopK(rail, f, op, cfg.ratio, cp.deviceResidual(key), cp.mutableCounters(), wire,
-                       dense);
-  } else {
-    railCompressedCast(rail, f, op, cfg.method == compression::Method::kBf16, cp.mutableCounters(),
-                       wire, dense);
-  }
-  if (!f.is_same(shard)) shard.copy_(f);
 }
 
 c10::intrusive_ptr<c10d::Work> CudaBackend::allreduceMultiHost(std::vector<at::Tensor>& tensors,

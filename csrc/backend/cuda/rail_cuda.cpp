@@ -1,141 +1,187 @@
-// Note [CUDA-aware rail] (rail_cuda.hpp): wire buffers of the inter-node stage
-// and its dense algorithm when UCX takes device pointers.
-//
-// railDenseDirect schedule (P rail ranks, n elements in P segments):
-//   1. scatter  rank q sends segment p of x to rank p (all P-1 in flight);
-//   2. reduce   rank p combines the P copies of its segment on the GPU in
-//               rank order (acc = c_0 op c_1 op ... op c_{P-1});
-//   3. gather   ring all-gather of the reduced segments (padded to maxSeg).
-// Invariant: each segment is reduced once, by its owner, and every rank copies
-// the same gathered bytes, so the rail ends bit-identical.
-// Cost: each rank sends (n - seg(r)) + (P-1)·maxSeg elements, about 2(P-1)/P·n.
+// Note [Device kernels] on CUDA (rail_cuda.hpp): memory, arithmetic and the
+// transport's view of device memory on the internal stream (the codecs are
+// in allreduce_compressed_cuda.cpp), and the NCCL intra-node stages. The
+// schedules they serve are in algorithms/ (allreduce_hierarchical_device.cpp,
+// allreduce_rail_direct.cpp); reduce() is the one reduce-op switch the CUDA
+// rail had.
 #include "backend/cuda/rail_cuda.hpp"
 
-#include <c10/util/Exception.h>
+#include <c10/cuda/CUDAGuard.h>
 
-#include <vector>
+#include "backend/contig.hpp"
+#include "common/error.h"
 
 namespace distx {
 namespace {
 
-uint8_t* bytes(const at::Tensor& t) {
-  return static_cast<uint8_t*>(t.data_ptr());
+at::ScalarType scalarType(DType dt) {
+  switch (dt) {
+    case DType::kFloat32:
+      return at::kFloat;
+    case DType::kFloat64:
+      return at::kDouble;
+    case DType::kFloat16:
+      return at::kHalf;
+    case DType::kBFloat16:
+      return at::kBFloat16;
+    case DType::kInt8:
+      return at::kChar;
+    case DType::kUInt8:
+      return at::kByte;
+    case DType::kInt16:
+      return at::kShort;
+    case DType::kInt32:
+      return at::kInt;
+    case DType::kInt64:
+      return at::kLong;
+    case DType::kBool:
+      return at::kBool;
+    case DType::kComplex64:
+      return at::kComplexFloat;
+    case DType::kComplex128:
+      return at::kComplexDouble;
+  }
+  throw Unsupported("device kernels: unknown dtype");
 }
 
-// acc = acc op b, elementwise on the current (internal) stream.
-void combine(at::Tensor& acc, const at::Tensor& b, ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      acc.add_(b);
-      return;
-    case ReduceOp::kProduct:
-      acc.mul_(b);
-      return;
-    case ReduceOp::kMin:
-      acc.copy_(at::minimum(acc, b));
-      return;
-    case ReduceOp::kMax:
-      acc.copy_(at::maximum(acc, b));
-      return;
-    case ReduceOp::kBAnd:
-      acc.bitwise_and_(b);
-      return;
-    case ReduceOp::kBOr:
-      acc.bitwise_or_(b);
-      return;
-    case ReduceOp::kBXor:
-      acc.bitwise_xor_(b);
-      return;
-    case ReduceOp::kAvg:
-      break;
-  }
-  TORCH_CHECK(false, "distx rail all-reduce: ReduceOp.", reduceOpName(op),
-              " reaches the rail as SUM plus a division");
+int64_t len(size_t v) {
+  return static_cast<int64_t>(v);
 }
 
 }  // namespace
 
-at::Tensor RailWire::twin(const at::Tensor& dev) const {
-  if (direct_) return dev;
-  return at::empty(dev.sizes(), dev.options().device(at::kCPU).pinned_memory(true));
+CudaKernels::CudaKernels(c10::Device device, c10::cuda::CUDAStream stream, bool direct)
+    : device_(device), stream_(stream), direct_(direct) {}
+
+at::Tensor CudaKernels::onDevice(const void* p, size_t count, DType dt) const {
+  return at::from_blob(const_cast<void*>(p), {len(count)},
+                       at::TensorOptions().dtype(scalarType(dt)).device(device_));
 }
 
-void RailWire::out(const at::Tensor& dev, const at::Tensor& wire) const {
-  if (direct_) {
-    stream_.synchronize();  // UCX reads device memory outside the stream
+DeviceBuffer CudaKernels::alloc(size_t bytes) {
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  auto t = std::make_shared<at::Tensor>(
+      parked(at::empty({len(bytes)}, at::TensorOptions().dtype(at::kByte).device(device_))));
+  void* data = t->data_ptr();
+  return DeviceBuffer(data, std::move(t));
+}
+
+void CudaKernels::copy(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  onDevice(dst, bytes, DType::kUInt8).copy_(onDevice(src, bytes, DType::kUInt8));
+}
+
+void CudaKernels::zero(void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  onDevice(dst, bytes, DType::kUInt8).zero_();
+}
+
+void CudaKernels::reduce(void* acc, const void* b, size_t count, DType dt, ReduceOp op) {
+  if (count == 0) return;
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  at::Tensor a = onDevice(acc, count, dt);
+  const at::Tensor x = onDevice(b, count, dt);
+  switch (op) {
+    case ReduceOp::kSum:
+      a.add_(x);
+      return;
+    case ReduceOp::kProduct:
+      a.mul_(x);
+      return;
+    case ReduceOp::kMin:
+      a.copy_(at::minimum(a, x));
+      return;
+    case ReduceOp::kMax:
+      a.copy_(at::maximum(a, x));
+      return;
+    case ReduceOp::kBAnd:
+      a.bitwise_and_(x);
+      return;
+    case ReduceOp::kBOr:
+      a.bitwise_or_(x);
+      return;
+    case ReduceOp::kBXor:
+      a.bitwise_xor_(x);
+      return;
+    case ReduceOp::kAvg:
+      break;
+  }
+  throw InvalidArgument(detail::concat("device kernels: ReduceOp.", reduceOpName(op),
+                                       " reaches the kernels as SUM plus a division"));
+}
+
+void CudaKernels::divide(void* data, size_t count, DType dt, int divisor) {
+  if (count == 0) return;
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  at::Tensor t = onDevice(data, count, dt);
+  if (at::isFloatingType(t.scalar_type()) || at::isComplexType(t.scalar_type())) {
+    t.div_(divisor);
+  } else {
+    t.copy_(at::div(t, divisor, "trunc"));
+  }
+}
+
+void CudaKernels::convert(void* dst, DType to, const void* src, DType from, size_t count) {
+  if (count == 0) return;
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  onDevice(dst, count, to).copy_(onDevice(src, count, from));
+}
+
+void CudaKernels::syncForTransport() {
+  stream_.synchronize();  // UCX reads device memory outside the stream
+}
+
+DeviceBuffer CudaKernels::allocHost(size_t bytes) {
+  at::Tensor t = parked(at::empty(
+      {len(bytes)}, at::TensorOptions().dtype(at::kByte).device(at::kCPU).pinned_memory(true)));
+  twins_.push_back(t);
+  void* data = t.data_ptr();
+  return DeviceBuffer(data, std::make_shared<at::Tensor>(std::move(t)));
+}
+
+at::Tensor CudaKernels::hostTwin(const void* p, size_t bytes) const {
+  const auto* q = static_cast<const uint8_t*>(p);
+  for (const at::Tensor& t : twins_) {
+    const auto* base = static_cast<const uint8_t*>(t.data_ptr());
+    if (q >= base && q + bytes <= base + t.numel()) return t.narrow(0, q - base, len(bytes));
+  }
+  return {};
+}
+
+void CudaKernels::toHost(void* host, const void* dev, size_t bytes) {
+  if (bytes == 0) return;
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  // Device-to-host on the internal stream, after the work before it; waits.
+  at::from_blob(host, {len(bytes)}, at::TensorOptions().dtype(at::kByte))
+      .copy_(onDevice(dev, bytes, DType::kUInt8));
+}
+
+void CudaKernels::fromHost(void* dev, const void* host, size_t bytes) {
+  if (bytes == 0) return;
+  const c10::cuda::CUDAStreamGuard guard(stream_);
+  at::Tensor twin = hostTwin(host, bytes);
+  if (twin.defined()) {
+    // Asynchronous: the copy records an event with the caching host
+    // allocator, which keeps the twin until the copy is done.
+    onDevice(dev, bytes, DType::kUInt8).copy_(twin, /*non_blocking=*/true);
     return;
   }
-  wire.copy_(dev);  // device-to-host on the current (internal) stream, then waits for it
+  onDevice(dev, bytes, DType::kUInt8)
+      .copy_(at::from_blob(const_cast<void*>(host), {len(bytes)},
+                           at::TensorOptions().dtype(at::kByte)));  // not ours: waits
 }
 
-void RailWire::in(const at::Tensor& wire, const at::Tensor& dev) const {
-  if (direct_) return;  // UCX completed the receive with the bytes in device memory
-  // Asynchronous: the caching host allocator keeps `wire` until the copy is done.
-  dev.copy_(wire, /*non_blocking=*/true);
+void NcclIntraNode::reduceScatter(void* data, size_t shard, DType dt, ReduceOp op) {
+  auto* d = static_cast<uint8_t*>(data);
+  // In place: NCCL reduces into the rank's own block of the send buffer.
+  comm_.reduceScatter(d, d + rank() * shard * dtypeSize(dt), shard, dt, op, stream_, deadline_);
 }
 
-void railScatterSegments(CollectiveContext& rail, const void* src, void* dst, const Segments& seg,
-                         size_t maxSeg, size_t elem) {
-  const int P = rail.size(), r = rail.rank();
-  const size_t mine = seg.size(r);
-  const auto* from = static_cast<const uint8_t*>(src);
-  auto* to = static_cast<uint8_t*>(dst);
-  std::vector<RequestPtr> recvs(P), sends(P);
-  for (int s = 1; s < P; ++s) {
-    const int q = mod(r - s, P);
-    recvs[q] = rail.recv(q, kRailScatterSlot, to + q * maxSeg * elem, mine * elem);
-  }
-  for (int s = 1; s < P; ++s) {
-    const int p = mod(r + s, P);
-    sends[p] = rail.send(p, kRailScatterSlot, from + seg.offset(p) * elem, seg.size(p) * elem);
-  }
-  for (int q = 0; q < P; ++q) {
-    if (q == r) continue;
-    rail.wait(*recvs[q], "recv from", q);
-    DISTX_CHECK(!receivedSizeMismatch(*recvs[q], mine * elem), InvalidArgument,
-                "rail all-reduce: rank ", rail.groupRank(q), " sent ", recvs[q]->receivedBytes(),
-                " bytes for segment ", r, ", expected ", mine * elem,
-                " (the ranks disagree on the element count)");
-  }
-  for (int p = 0; p < P; ++p) {
-    if (p != r) rail.wait(*sends[p], "send to", p);
-  }
-}
-
-void railDenseDirect(CollectiveContext& rail, at::Tensor& x, ReduceOp op, const RailWire& wire) {
-  TORCH_CHECK(wire.direct(), "railDenseDirect needs a direct RailWire");
-  const int P = rail.size(), r = rail.rank();
-  const size_t n = static_cast<size_t>(x.numel());
-  if (P == 1 || n == 0) return;
-  const size_t elem = x.element_size();
-  const Segments seg{n, P};
-  const size_t maxSeg = seg.size(0), mine = seg.size(r);
-  const auto len = [](size_t v) { return static_cast<int64_t>(v); };
-
-  at::Tensor in = at::empty({len(P * maxSeg)}, x.options());
-  wire.out(x, x);
-  railScatterSegments(rail, x.data_ptr(), in.data_ptr(), seg, maxSeg, elem);
-
-  at::Tensor out = at::zeros({len(P * maxSeg)}, x.options());
-  at::Tensor acc = out.narrow(0, len(r * maxSeg), len(mine));
-  for (int q = 0; q < P; ++q) {
-    const at::Tensor c = q == r ? x.narrow(0, len(seg.offset(r)), len(mine))
-                                : in.narrow(0, len(q * maxSeg), len(mine));
-    if (q == 0) {
-      acc.copy_(c);
-    } else {
-      combine(acc, c, op);
-    }
-  }
-  wire.out(out, out);
-  std::vector<void*> blocks(P);
-  for (int p = 0; p < P; ++p)
-    blocks[p] = bytes(out) + p * maxSeg * elem;
-  allgatherRing(rail, blocks, maxSeg * elem);
-  for (int p = 0; p < P; ++p) {
-    x.narrow(0, len(seg.offset(p)), len(seg.size(p)))
-        .copy_(out.narrow(0, len(p * maxSeg), len(seg.size(p))));
-  }
+void NcclIntraNode::allGather(void* data, size_t shard, DType dt) {
+  auto* d = static_cast<uint8_t*>(data);
+  comm_.allGather(d + rank() * shard * dtypeSize(dt), d, shard, dt, stream_, deadline_);
 }
 
 }  // namespace distx

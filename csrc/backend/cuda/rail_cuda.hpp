@@ -1,6 +1,8 @@
-// The inter-node ("rail") stage of the multi-host CUDA all-reduce (Note
-// [Multi-host CUDA], allreduce_hierarchical_cuda.cpp): how its buffers reach
-// UCX, and the algorithms that keep their arithmetic on the GPU.
+// What the multi-host CUDA all-reduce (Note [Multi-host CUDA],
+// allreduce_hierarchical_cuda.cpp) gives the device-neutral schedule of
+// algorithms/allreduce_hierarchical_device.cpp (Note [Device kernels]): the
+// CUDA kernels on the internal stream, the NCCL intra-node stages, and the
+// device-memory side of its rail.
 //
 // Note [CUDA-aware rail]
 // UCX reads and writes GPU memory itself when it was built with CUDA (the
@@ -8,13 +10,18 @@
 // once per process (Transport::cudaMemory: ucp_context_query's memory
 // types; Note [Buffer memory type]) and DISTX_UCX_CUDA (auto | 0 | 1) may
 // turn it off or require it.
-// The ranks agree at their first multi-host all-reduce (a MIN over the group),
-// so the rail is direct only when every rank's UCX takes device pointers:
-//   direct  the wire buffer of a device tensor is the tensor itself; the
-//           internal stream is synchronised before UCX reads it, and UCX
-//           completes a receive only once the bytes are in device memory;
-//   staged  a pinned host twin, filled by a device-to-host copy on the
-//           internal stream before the sends, copied back after the receives.
+// The ranks agree at their first multi-host all-reduce (a MIN over the group,
+// CudaBackend::railDirect), so the rail is direct only when every rank's UCX
+// takes device pointers; CudaKernels::transportTakesDevice() carries the
+// agreement into the schedule:
+//   direct  the wire buffer of device memory is that memory itself; the
+//           internal stream is synchronised before UCX reads it
+//           (syncForTransport), and UCX completes a receive only once the
+//           bytes are in device memory;
+//   staged  a pinned host twin (allocHost), filled by a device-to-host copy on
+//           the internal stream before the sends (toHost, which waits for
+//           it), copied back after the receives (fromHost, asynchronous: the
+//           caching host allocator keeps the twin until the copy is done).
 // A staged rank and a direct rank would run different dense algorithms (the
 // staged dense rail is the CPU path's defaultRailAllreduce on the host copy;
 // the direct one reduces on the GPU, railDenseDirect), hence the agreement.
@@ -30,61 +37,80 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <functional>
+#include <vector>
 
-#include "algorithms/algorithm.h"
 #include "algorithms/compressed.h"
+#include "algorithms/device_kernels.h"
+#include "backend/compressor.hpp"
+#include "transport/nccl/nccl_comm.h"
 
 namespace distx {
 
-class RailWire {
+// DeviceKernels on one CUDA device: torch ops and the .cu codecs
+// (compression/cuda_kernels.h) enqueued on `stream` (the internal stream).
+// Every buffer it hands out is registered with the running job's arena (Note
+// [Parked buffers]). One per all-reduce, on the worker thread.
+class CudaKernels final : public DeviceKernels {
  public:
-  RailWire(bool direct, c10::cuda::CUDAStream stream) : direct_(direct), stream_(stream) {}
-  bool direct() const { return direct_; }
-  void* stream() const { return stream_.stream(); }
-  // A buffer UCX may use for `dev` (same shape and dtype): `dev` itself when
-  // direct, else a pinned host tensor.
-  at::Tensor twin(const at::Tensor& dev) const;
-  // Makes what kernels on the stream wrote into `dev` readable by UCX in
-  // `wire`; done when it returns.
-  void out(const at::Tensor& dev, const at::Tensor& wire) const;
-  // Makes what UCX wrote into `wire` visible to later work on the stream.
-  void in(const at::Tensor& wire, const at::Tensor& dev) const;
+  // direct: the group's agreement that UCX takes device memory.
+  CudaKernels(c10::Device device, c10::cuda::CUDAStream stream, bool direct);
+
+  // rail_cuda.cpp
+  DeviceBuffer alloc(size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void zero(void* dst, size_t bytes) override;
+  void reduce(void* acc, const void* b, size_t count, DType dt, ReduceOp op) override;
+  void divide(void* data, size_t count, DType dt, int divisor) override;
+  void convert(void* dst, DType to, const void* src, DType from, size_t count) override;
+  bool transportTakesDevice() const override { return direct_; }
+  void syncForTransport() override;
+  DeviceBuffer allocHost(size_t bytes) override;
+  void toHost(void* host, const void* dev, size_t bytes) override;
+  void fromHost(void* dev, const void* host, size_t bytes) override;
+  bool synchronous() const override { return false; }
+
+  // allreduce_compressed_cuda.cpp (Note [GPU compression])
+  void encode16(compression::Method m, const float* src, uint16_t* dst, size_t n,
+                float scale) override;
+  void decode16(compression::Method m, const uint16_t* src, float* dst, size_t n) override;
+  size_t countNonFinite16(compression::Method m, const std::vector<CodeRun>& runs) override;
+  void encodeTopK(const float* x, float* residual, size_t n, size_t k, int32_t* pairs) override;
+  void decodeTopK(const int32_t* pairs, size_t runs, size_t runPairs, size_t n, float scale,
+                  float* dense) override;
 
  private:
-  const bool direct_;
+  // `count` elements of `dt` at device memory `p`, as a tensor.
+  at::Tensor onDevice(const void* p, size_t count, DType dt) const;
+  // The pinned twin allocHost gave that holds [p, p + bytes), narrowed to it;
+  // undefined if none does.
+  at::Tensor hostTwin(const void* p, size_t bytes) const;
+
+  const c10::Device device_;
   const c10::cuda::CUDAStream stream_;
+  const bool direct_;
+  std::vector<at::Tensor> twins_;  // allocHost's, for fromHost's event
 };
 
-// Tag slot of the pairwise segment scatter, above every slot the ring
-// all-gather that follows it uses (as allreduce_compressed_cast.cpp).
-constexpr uint64_t kRailScatterSlot = tag::kMaxSlots - 1;
+// IntraNode over the host's NCCL communicator (its rank is the local rank),
+// in place, on `stream`.
+class NcclIntraNode final : public IntraNode {
+ public:
+  NcclIntraNode(nccl::Comm& comm, nccl::Stream stream, Deadline deadline)
+      : comm_(comm), stream_(stream), deadline_(deadline) {}
+  int size() const override { return comm_.size(); }
+  int rank() const override { return comm_.rank(); }
+  void reduceScatter(void* data, size_t shard, DType dt, ReduceOp op) override;
+  void allGather(void* data, size_t shard, DType dt) override;
 
-// Pairwise scatter over `rail`: segment p of `src` (seg, elements of `elem`
-// bytes) goes to rank p, which receives it into slot q (maxSeg elements) of
-// its `dst` for each sender q. This rank's own segment is not copied. Wire
-// buffers only (RailWire::twin).
-void railScatterSegments(CollectiveContext& rail, const void* src, void* dst, const Segments& seg,
-                         size_t maxSeg, size_t elem);
+ private:
+  nccl::Comm& comm_;
+  const nccl::Stream stream_;
+  const Deadline deadline_;
+};
 
-// The dense rail of a direct RailWire: scatter the segments, reduce this
-// rank's segment on the GPU in rank order, ring all-gather the results. `x`
-// is a contiguous CUDA tensor, all-reduced in place with `op` (not AVG).
-// Each rank sends about 2(P-1)/P of x, as a ring does.
-void railDenseDirect(CollectiveContext& rail, at::Tensor& x, ReduceOp op, const RailWire& wire);
-
-// The uncompressed rail the compressed ones fall back to (in place on x).
-using DenseRailFn = std::function<void(CollectiveContext& rail, at::Tensor& x, ReduceOp op)>;
-
-// allreduce_compressed_cuda.cpp (Note [GPU compression]): x is a contiguous
-// float32 CUDA tensor, op SUM or AVG; in place, bit-identical on every rank.
-void railCompressedCast(CollectiveContext& rail, at::Tensor& x, ReduceOp op, bool bf16,
-                        CompressionCounters& counters, const RailWire& wire,
-                        const DenseRailFn& dense);
-// residual: the bucket's device residual (resized to zeros when it does not
-// match x), or null without error feedback.
-void railCompressedTopK(CollectiveContext& rail, at::Tensor& x, ReduceOp op, double ratio,
-                        at::Tensor* residual, CompressionCounters& counters, const RailWire& wire,
-                        const DenseRailFn& dense);
+// allreduce_compressed_cuda.cpp: the bucket's top-k residual on `device`
+// (Compressor::deviceResidual, zeros when new or resized); empty without
+// error feedback.
+ResidualFn deviceResidualFn(Compressor& compressor, BucketKey key, c10::Device device);
 
 }  // namespace distx
