@@ -35,7 +35,7 @@
 // overwrites sub-chunks the reduce-scatter sent, so piece k's reduce-scatter
 // sends complete before its all-gather receives are posted.
 //
-// Departure from DESIGN.md ("the flat ring, recursive doubling and tree
+// Departure from the blueprint (docs/design.md, "the flat ring, recursive doubling and tree
 // algorithms run unchanged as stages of a hierarchical one"): here the rail
 // stage is its own direct exchange, and the intra-node stages are sliced,
 // because a flat algorithm runs a whole vector to completion in one call and

@@ -64,26 +64,23 @@ void allreduceCompressedGroup(CollectiveContext& ctx, float* data, size_t count,
                 "compressed rail all-reduce: expected float32 data, got ", dtypeName(dt));
     allreduceCompressed(railCtx, static_cast<float*>(d), n, railOp, spec, state, counters);
   };
-  if (spec.method != compression::Method::kFp16 && spec.method != compression::Method::kBf16) {
+  if (!compression::isCast(spec.method)) {
     allreduceHierarchical(ctx, data, count, DType::kFloat32, op, rail);
     return;
   }
   // fp16/bf16: where the split-rail runs pipelined, its rail casts piece by
   // piece (Note [Pipelined split-rail]); elsewhere the rail function above.
   const compression::Parallel& par = spec.par ? *spec.par : compression::defaultParallel();
-  const bool half = spec.method == compression::Method::kFp16;
+  const compression::CastKernels& k = compression::castKernels(spec.method);
   RailCast cast;
   cast.encode = [&](const float* src, uint16_t* dst, size_t n, float scale) {
-    half ? compression::encodeFp16(src, dst, n, scale, par)
-         : compression::encodeBf16(src, dst, n, scale, par);
+    k.encode(src, dst, n, scale, par);
   };
   cast.decode = [&](const uint16_t* src, float* dst, size_t n) {
-    half ? compression::decodeFp16(src, dst, n, 1.0f, par)
-         : compression::decodeBf16(src, dst, n, 1.0f, par);
+    k.decode(src, dst, n, 1.0f, par);
   };
   cast.countNonFinite = [&](const uint16_t* src, size_t n) {
-    return half ? compression::countNonFiniteFp16(src, n, par)
-                : compression::countNonFiniteBf16(src, n, par);
+    return k.countNonFinite(src, n, par);
   };
   cast.account = [&](size_t shard, int railSize, int railRank, uint64_t wire, uint64_t nanos,
                      uint64_t redos) {

@@ -1,4 +1,4 @@
-// Compressed all-reduces (DESIGN.md, Compression): the group option's
+// Compressed all-reduces (docs/design.md, "Compression"): the group option's
 // algorithms, over float32 data, with SUM or AVG. They reuse the codecs of
 // csrc/compression and the flat algorithms of this folder, and run on any
 // CollectiveContext: the whole group (flat path) or a narrowed one (the

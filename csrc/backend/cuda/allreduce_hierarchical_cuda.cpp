@@ -83,7 +83,7 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::allreduceMultiHost(std::vector<at::T
   const char* op = "all_reduce";
   const at::Tensor& t = singleTensor(tensors, op);
   const ReduceSpec spec = ncclReduceSpec(opts.reduceOp, t.scalar_type(), op);
-  const c10::Device device = commonCudaDevice({t}, op);
+  const c10::Device device = checkCall(op, {t}, {});  // one device, the group usable
   TORCH_CHECK(deps_.enqueueHost != nullptr, "distx ", op, ": no worker to run the stages on");
   // Note [GPU compression]: the group switch's gate, on the caller's thread.
   const bool compress =
@@ -91,12 +91,6 @@ c10::intrusive_ptr<c10d::Work> CudaBackend::allreduceMultiHost(std::vector<at::T
       deps_.compressor->compresses(t.scalar_type(), t.device(), static_cast<int64_t>(t.nbytes()),
                                    spec.op, spec.preMul);
   const BucketKey key{reinterpret_cast<uintptr_t>(t.data_ptr()), t.numel()};
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    TORCH_CHECK_WITH(DistBackendError, broken_.empty(), "distx ", op,
-                     ": the process group can no longer run CUDA collectives: ", broken_);
-    TORCH_CHECK(!stopping_, "distx ", op, ": the process group was shut down or aborted");
-  }
   const c10::cuda::CUDAGuard guard(device);
   DeviceState& st = deviceState(device, Clock::now(), /*withComm=*/false);
   at::cuda::CUDAEvent ready;
