@@ -3,38 +3,43 @@
 #include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
+#include <utility>
+
 namespace distx {
 
+namespace {
+
+// Every dtype distx moves, with torch's name for it: the one table both
+// directions read.
+constexpr std::pair<at::ScalarType, DType> kDTypes[] = {
+    {at::kFloat, DType::kFloat32},
+    {at::kDouble, DType::kFloat64},
+    {at::kHalf, DType::kFloat16},
+    {at::kBFloat16, DType::kBFloat16},
+    {at::kChar, DType::kInt8},
+    {at::kByte, DType::kUInt8},
+    {at::kShort, DType::kInt16},
+    {at::kInt, DType::kInt32},
+    {at::kLong, DType::kInt64},
+    {at::kBool, DType::kBool},
+    {at::kComplexFloat, DType::kComplex64},
+    {at::kComplexDouble, DType::kComplex128},
+};
+
+}  // namespace
+
 DType toDType(at::ScalarType st, const char* op) {
-  switch (st) {
-    case at::kFloat:
-      return DType::kFloat32;
-    case at::kDouble:
-      return DType::kFloat64;
-    case at::kHalf:
-      return DType::kFloat16;
-    case at::kBFloat16:
-      return DType::kBFloat16;
-    case at::kChar:
-      return DType::kInt8;
-    case at::kByte:
-      return DType::kUInt8;
-    case at::kShort:
-      return DType::kInt16;
-    case at::kInt:
-      return DType::kInt32;
-    case at::kLong:
-      return DType::kInt64;
-    case at::kBool:
-      return DType::kBool;
-    case at::kComplexFloat:
-      return DType::kComplex64;
-    case at::kComplexDouble:
-      return DType::kComplex128;
-    default:
-      break;
+  for (const auto& [scalar, dt] : kDTypes) {
+    if (scalar == st) return dt;
   }
   TORCH_CHECK_TYPE(false, "distx ", op, ": unsupported dtype ", st);
+}
+
+at::ScalarType toScalarType(DType dt) {
+  for (const auto& [scalar, d] : kDTypes) {
+    if (d == dt) return scalar;
+  }
+  TORCH_CHECK_TYPE(false, "distx: no torch dtype for ", dtypeName(dt));
 }
 
 void checkTensor(const at::Tensor& t, const char* op) {

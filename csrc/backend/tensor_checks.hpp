@@ -15,6 +15,8 @@
 namespace distx {
 
 DType toDType(at::ScalarType st, const char* op);
+// The inverse (TypeError for a DType torch has no name for).
+at::ScalarType toScalarType(DType dt);
 
 // Checks `t` can take part in `op` (CPU or CUDA, strided, dtype known); which
 // device serves the call is Note [Device dispatch]'s business.

@@ -9,40 +9,11 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include "backend/contig.hpp"
+#include "backend/tensor_checks.hpp"
 #include "common/error.h"
 
 namespace distx {
 namespace {
-
-at::ScalarType scalarType(DType dt) {
-  switch (dt) {
-    case DType::kFloat32:
-      return at::kFloat;
-    case DType::kFloat64:
-      return at::kDouble;
-    case DType::kFloat16:
-      return at::kHalf;
-    case DType::kBFloat16:
-      return at::kBFloat16;
-    case DType::kInt8:
-      return at::kChar;
-    case DType::kUInt8:
-      return at::kByte;
-    case DType::kInt16:
-      return at::kShort;
-    case DType::kInt32:
-      return at::kInt;
-    case DType::kInt64:
-      return at::kLong;
-    case DType::kBool:
-      return at::kBool;
-    case DType::kComplex64:
-      return at::kComplexFloat;
-    case DType::kComplex128:
-      return at::kComplexDouble;
-  }
-  throw Unsupported("device kernels: unknown dtype");
-}
 
 int64_t len(size_t v) {
   return static_cast<int64_t>(v);
@@ -55,7 +26,7 @@ CudaKernels::CudaKernels(c10::Device device, c10::cuda::CUDAStream stream, bool 
 
 at::Tensor CudaKernels::onDevice(const void* p, size_t count, DType dt) const {
   return at::from_blob(const_cast<void*>(p), {len(count)},
-                       at::TensorOptions().dtype(scalarType(dt)).device(device_));
+                       at::TensorOptions().dtype(toScalarType(dt)).device(device_));
 }
 
 DeviceBuffer CudaKernels::alloc(size_t bytes) {
