@@ -19,26 +19,18 @@
 #include "compression/cast.h"
 #include "compression/topk.h"
 #include "harness.h"
+#include "values.h"
 
 namespace distx::testing {
 namespace {
 
 namespace cx = compression;
 
-std::vector<float> inputFor(int r, size_t n, uint32_t seed = 1) {
-  std::mt19937 gen(seed * 7919 + r);
-  std::normal_distribution<float> dist(0.0f, 1.0f + r);
-  std::vector<float> v(n);
-  for (auto& x : v)
-    x = dist(gen);
-  return v;
-}
-
-// inputFor(r, n, seed) for every rank r < P.
+// gaussianInput(r, n, seed) for every rank r < P.
 std::vector<std::vector<float>> inputsFor(int P, size_t n, uint32_t seed = 1) {
   std::vector<std::vector<float>> in;
   for (int r = 0; r < P; ++r)
-    in.push_back(inputFor(r, n, seed));
+    in.push_back(gaussianInput(r, n, seed));
   return in;
 }
 
@@ -177,7 +169,7 @@ TEST(CompressedAllreduce, Fp16OverflowFallsBackToDenseOnEveryRank) {
 
 TEST(CompressedAllreduce, NaNInputEndsAsDenseWould) {
   const int P = 2;
-  std::vector<std::vector<float>> in = {inputFor(0, 100), inputFor(1, 100)};
+  std::vector<std::vector<float>> in = {gaussianInput(0, 100), gaussianInput(1, 100)};
   in[0][7] = std::numeric_limits<float>::quiet_NaN();
   CompressSpec spec;
   spec.method = cx::Method::kBf16;
@@ -230,7 +222,7 @@ TEST(CompressedAllreduce, TopKBitIdenticalWithErrorFeedbackOverSteps) {
 
 TEST(CompressedAllreduce, TopKWithoutFeedbackAndResidualReset) {
   const int P = 2;
-  std::vector<std::vector<float>> in = {inputFor(0, 5000), inputFor(1, 5000)};
+  std::vector<std::vector<float>> in = {gaussianInput(0, 5000), gaussianInput(1, 5000)};
   CompressSpec spec;
   spec.method = cx::Method::kTopK;
   spec.ratio = 0.02;
@@ -272,7 +264,7 @@ TEST(CompressedAllreduce, TopKDensityFallbackIsDenseAndFlushesResidual) {
 }
 
 TEST(CompressedAllreduce, RejectsOtherOps) {
-  std::vector<std::vector<float>> in = {inputFor(0, 10), inputFor(1, 10)};
+  std::vector<std::vector<float>> in = {gaussianInput(0, 10), gaussianInput(1, 10)};
   CompressSpec spec;
   spec.method = cx::Method::kFp16;
   EXPECT_THROW(runCompressed(2, in, spec, ReduceOp::kMax), InvalidArgument);

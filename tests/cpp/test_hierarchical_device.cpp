@@ -23,6 +23,7 @@
 #include "compression/topk.h"
 #include "harness.h"
 #include "reduce_oracle.h"
+#include "values.h"
 
 namespace distx::testing {
 namespace {
@@ -105,15 +106,6 @@ TEST_P(HierarchicalDevice, DenseEveryDtypeAndOpMatchesOracle) {
   }
 }
 
-std::vector<float> randomInput(int r, size_t n, uint32_t seed) {
-  std::mt19937 gen(seed * 7919 + r);
-  std::normal_distribution<float> dist(0.0f, 1.0f + r);
-  std::vector<float> v(n);
-  for (auto& x : v)
-    x = dist(gen);
-  return v;
-}
-
 // Staged, the rail is the CPU path's defaultRailAllreduce: with g | count the
 // shards are the CPU split-rail's segments, so the bytes are the same, AVG
 // and rounding included.
@@ -125,7 +117,7 @@ TEST_P(HierarchicalDevice, StagedEqualsTheCpuSplitRailBitForBit) {
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kProduct}) {
     std::vector<std::vector<float>> dev(P), cpu(P);
     for (int r = 0; r < P; ++r)
-      dev[r] = cpu[r] = randomInput(r, count, 2);
+      dev[r] = cpu[r] = gaussianInput(r, count, 2);
     runRanks(P, [&](Rank& rk) {
       auto ctx = rk.ctx(1, std::chrono::seconds(30), 1024);
       ctx.topology = &topo;
@@ -225,7 +217,7 @@ TEST_P(HierarchicalDevice, CompressedRailsEqualTheCpuPath) {
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
       std::vector<std::vector<float>> in(P);
       for (int r = 0; r < P; ++r)
-        in[r] = randomInput(r, count, 4);
+        in[r] = gaussianInput(r, count, 4);
       if (c.overflow) in[P - 1][count / 2] = 1.0e6f;
       CompressSpec spec;
       spec.method = c.method;

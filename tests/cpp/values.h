@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <iterator>
+#include <random>
 #include <vector>
 
 #include "common/dtype.h"
@@ -83,6 +84,17 @@ inline double roundTrip(DType dt, double v) {
   uint8_t buf[16];
   put(dt, buf, 0, v);
   return get(dt, buf, 0);
+}
+
+// Rank r's seeded normal float32 input of n elements (spread 1 + r): the
+// compressed all-reduce tests' gradients.
+inline std::vector<float> gaussianInput(int r, size_t n, uint32_t seed = 1) {
+  std::mt19937 gen(seed * 7919 + r);
+  std::normal_distribution<float> dist(0.0f, 1.0f + r);
+  std::vector<float> v(n);
+  for (auto& x : v)
+    x = dist(gen);
+  return v;
 }
 
 }  // namespace distx::testing
