@@ -1,5 +1,6 @@
 // Typed errors for core code (algorithms, transport). The backend maps them to
-// the torch exceptions users catch (see backend/errors.cpp):
+// the torch exceptions users catch (backend/worker.cpp for a job's errors,
+// backend/group_factory.cpp for a group's settings):
 //   InvalidArgument -> ValueError, Unsupported -> TypeError/RuntimeError,
 //   Timeout / PeerFailure / TransportError -> torch.distributed.DistBackendError.
 #pragma once
